@@ -1,0 +1,161 @@
+"""One settings object, read once, from the environment and a `.env` file.
+
+Every backend is named by a URL (database, queue, storage), so the embedded
+default and the scale-out shape are one codebase chosen by configuration.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+_MiB = 1024 * 1024
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """All of imgbatch's knobs. Environment names are `IMGBATCH_<FIELD>` unless an alias says otherwise."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="IMGBATCH_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    # --- where things live -------------------------------------------------
+    data_dir: Path = Path("./data")
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("IMGBATCH_DATABASE_URL", "DB_CONNECTION_STRING"),
+    )
+    queue_url: str | None = None
+    storage_url: str | None = None
+    public_base_url: str | None = None
+    public_storage_base_url: str | None = None
+
+    # --- S3-compatible storage (falls back to the usual AWS_* variables) ----
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+
+    # --- serving -------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, validation_alias=AliasChoices("IMGBATCH_PORT", "PORT"))
+    log_format: str = "text"  # "text" or "json"
+    log_level: str = "INFO"
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # --- safety --------------------------------------------------------------
+    allow_private_urls: bool = False
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    allowed_ports: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [80, 443])
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    api_keys_file: Path | None = None
+    upload_rate_limit: int = 60  # uploads per minute per key (or client address when open)
+
+    # --- CSV limits ----------------------------------------------------------
+    max_csv_bytes: int = 20 * _MiB
+    max_rows: int = 50_000
+    max_urls_per_row: int = 50
+    max_url_length: int = 2048
+    max_cell_chars: int = 200_000
+    max_columns: int = 60
+
+    # --- fetching ------------------------------------------------------------
+    fetch_connect_timeout: float = 5.0
+    fetch_total_timeout: float = 30.0
+    fetch_max_bytes: int = 25 * _MiB
+    fetch_max_redirects: int = 5
+    fetch_attempts: int = 3
+    fetch_backoff_base: float = 0.5
+
+    # --- imaging -------------------------------------------------------------
+    default_quality: int = 50
+    max_pixels: int = 50_000_000
+    worker_max_rss_mb: int = 2048
+
+    # --- workers and recovery -------------------------------------------------
+    concurrency: int = 0  # 0 = one per CPU core
+    worker_type: str = "process"  # "process" or "thread"
+    lease_seconds: float = 120.0
+    sweep_interval: float = 15.0
+    stale_pending_seconds: float = 120.0
+
+    # --- webhooks ------------------------------------------------------------
+    webhook_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("IMGBATCH_WEBHOOK_URL", "WEBHOOK_URL")
+    )
+    webhook_secret: str | None = None
+    webhook_timeout: float = 10.0
+    webhook_schedule: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: [5, 30, 120, 600, 1800, 3600, 7200, 14400, 28800]
+    )
+    webhook_poll_interval: float = 1.0
+
+    @field_validator("cors_origins", "allowed_hosts", "api_keys", mode="before")
+    @classmethod
+    def _strings(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("allowed_ports", "webhook_schedule", mode="before")
+    @classmethod
+    def _numbers(cls, value: object) -> object:
+        return _split_csv(value)
+
+    # --- derived values ------------------------------------------------------
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to a SQLite file in the data dir."""
+        url = self.database_url or f"sqlite:///{self.data_dir.resolve() / 'imgbatch.db'}"
+        # Accept the libpq-style scheme and use psycopg 3 as the driver.
+        for prefix in ("postgres://", "postgresql://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url[len(prefix) :]
+        return url
+
+    @property
+    def resolved_queue_url(self) -> str:
+        return self.queue_url or f"sqlite:///{self.data_dir.resolve() / 'queue.db'}"
+
+    @property
+    def resolved_storage_url(self) -> str:
+        return self.storage_url or f"file://{self.data_dir.resolve() / 'images'}"
+
+    @property
+    def resolved_public_base_url(self) -> str:
+        base = self.public_base_url or f"http://{self.host}:{self.port}"
+        return base.rstrip("/")
+
+    @property
+    def worker_concurrency(self) -> int:
+        import os
+
+        return self.concurrency or (os.cpu_count() or 1)
+
+    def load_api_keys(self) -> list[str]:
+        """Keys from `IMGBATCH_API_KEYS` plus one per line of `IMGBATCH_API_KEYS_FILE`."""
+        keys = list(self.api_keys)
+        if self.api_keys_file is not None:
+            for line in self.api_keys_file.read_text(encoding="utf-8").splitlines():
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    keys.append(line)
+        return keys
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()
