@@ -1,0 +1,38 @@
+# imgbatch — the two quick-start commands are `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: run test install services lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(BIN)/.installed
+
+## Set up and run the whole service on embedded defaults (SQLite, local files, SQLite queue).
+run: install
+	$(BIN)/imgbatch serve
+
+## Set up and run the whole test suite (starts PostgreSQL and Redis if they are down).
+test: install services
+	$(BIN)/ruff check src tests
+	$(BIN)/pytest
+
+services:
+	bash scripts/services.sh
+
+lint: install
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy src
+
+bench: install
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/python bench/throughput.py
+
+clean:
+	rm -rf $(VENV) data .pytest_cache

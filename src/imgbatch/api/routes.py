@@ -1,0 +1,180 @@
+"""HTTP routes: upload, status, output CSV, stored files, health."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.datastructures import UploadFile
+
+from .. import statuses as st
+from ..context import Context
+from ..csvfile import iter_output_csv
+from ..errors import ApiError
+from ..intake import accept_upload, parse_format, parse_quality, validate_webhook_url
+from ..reports import get_request, iter_output_rows, status_document
+from ..storage import validate_key
+from .security import require_owner
+
+router = APIRouter()
+
+Owner = Annotated[str | None, Depends(require_owner)]
+MULTIPART_OVERHEAD = 64 * 1024  # room for boundaries and the small form fields
+CSV_TYPES = ("text/csv", "application/csv", "text/plain", "application/vnd.ms-excel")
+
+
+def _ctx(request: Request) -> Context:
+    return request.app.state.ctx  # type: ignore[no-any-return]
+
+
+async def _read_capped(request: Request, cap: int) -> bytes:
+    """Read the body while counting: past `cap` the upload is cut off with 413."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > cap:
+        raise ApiError(413, "too_large", f"the upload is larger than {cap} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > cap:
+            raise ApiError(413, "too_large", f"the upload is larger than {cap} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _csv_and_fields(request: Request, max_csv: int) -> tuple[bytes, dict[str, str]]:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        body = await _read_capped(request, max_csv + MULTIPART_OVERHEAD)
+        request._body = body  # let Starlette's form parser read the buffered body
+        try:
+            form = await request.form(max_files=1, max_fields=16, max_part_size=MULTIPART_OVERHEAD)
+        except Exception as exc:
+            raise ApiError(400, "bad_multipart", f"the multipart body could not be parsed: {exc}") from None
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise ApiError(400, "missing_file", "send the CSV in the multipart field 'file'")
+        data = await upload.read()
+        if len(data) > max_csv:
+            raise ApiError(413, "too_large", f"the CSV is larger than {max_csv} bytes")
+        fields = {k: v for k, v in form.items() if isinstance(v, str)}
+        return data, fields
+    if content_type in CSV_TYPES:
+        data = await _read_capped(request, max_csv)
+        return data, dict(request.query_params)
+    raise ApiError(
+        415,
+        "unsupported_media_type",
+        "send multipart/form-data with the CSV in field 'file', or a text/csv body",
+    )
+
+
+@router.post("/api/upload", status_code=202, tags=["requests"])
+async def upload(request: Request, owner: Owner) -> JSONResponse:
+    """Upload a product CSV. Optional fields: webhook_url, quality (1–100), format."""
+    ctx = _ctx(request)
+    data, fields = await _csv_and_fields(request, ctx.settings.max_csv_bytes)
+    quality = parse_quality(fields.get("quality"), ctx.settings.default_quality)
+    output_format = parse_format(fields.get("format"))
+    webhook_url = await run_in_threadpool(validate_webhook_url, ctx, fields.get("webhook_url"))
+    accepted = await run_in_threadpool(
+        accept_upload,
+        ctx,
+        data,
+        quality=quality,
+        output_format=output_format,
+        webhook_url=webhook_url,
+        owner=owner,
+    )
+    return JSONResponse(
+        {
+            "request_id": accepted.request_id,
+            "status": st.PENDING,
+            "status_url": f"/api/status/{accepted.request_id}",
+            "products": accepted.products,
+            "images": accepted.images,
+        },
+        status_code=202,
+    )
+
+
+@router.get("/api/status/{request_id}", tags=["requests"])
+async def status(
+    request: Request,
+    request_id: str,
+    owner: Owner,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> dict[str, Any]:
+    """Progress of a request; `products` is paginated with offset/limit, progress never is."""
+    ctx = _ctx(request)
+    req = await run_in_threadpool(get_request, ctx, request_id, owner)
+    return await run_in_threadpool(status_document, ctx, req, offset, limit)
+
+
+@router.get("/api/requests/{request_id}/output.csv", tags=["requests"])
+async def output_csv(request: Request, request_id: str, owner: Owner) -> StreamingResponse:
+    """The input columns plus "Output Image Urls", in input order; 409 until the request is finished."""
+    ctx = _ctx(request)
+    req = await run_in_threadpool(get_request, ctx, request_id, owner)
+    if req.status not in st.FINAL:
+        raise ApiError(409, "not_finished", f"the request is {req.status}; try again when it is done")
+    chunks = iter_output_csv(iter_output_rows(ctx, request_id))
+    return StreamingResponse(
+        (chunk.encode("utf-8") for chunk in chunks),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="imgbatch-{request_id}.csv"'},
+    )
+
+
+@router.api_route("/files/{key:path}", methods=["GET", "HEAD"], tags=["files"])
+async def files(request: Request, key: str) -> Response:
+    """Stored images, streamed from the blob store (links are shareable but unguessable)."""
+    ctx = _ctx(request)
+    try:
+        key = validate_key(key)
+    except ValueError:
+        raise ApiError(404, "not_found", "no such file") from None
+    info = await run_in_threadpool(ctx.storage.stat, key)
+    if info is None:
+        raise ApiError(404, "not_found", "no such file")
+    headers = {
+        "Cache-Control": "public, max-age=31536000, immutable",
+        "Content-Length": str(info.size),
+        "X-Content-Type-Options": "nosniff",
+    }
+    if request.method == "HEAD":
+        return Response(status_code=200, media_type=info.content_type, headers=headers)
+    try:
+        chunks = await run_in_threadpool(ctx.storage.iter_chunks, key)
+    except KeyError:  # deleted between stat and open
+        raise ApiError(404, "not_found", "no such file") from None
+    return StreamingResponse(chunks, media_type=info.content_type, headers=headers)
+
+
+@router.get("/healthz", tags=["health"])
+async def healthz() -> dict[str, str]:
+    """The process is alive."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", tags=["health"])
+async def readyz(request: Request) -> JSONResponse:
+    """Database and queue reachable."""
+    ctx = _ctx(request)
+    checks: dict[str, str] = {}
+    for name, probe in (("database", ctx.db.ping), ("queue", ctx.queue.check)):
+        try:
+            await run_in_threadpool(probe)
+            checks[name] = "ok"
+        except Exception as exc:
+            checks[name] = f"error: {type(exc).__name__}"
+    ready = all(v == "ok" for v in checks.values())
+    body = {
+        "status": "ready" if ready else "unavailable",
+        "checks": checks,
+        "auth": "api_keys" if request.app.state.api_keys.enabled else "open",
+    }
+    return JSONResponse(body, status_code=200 if ready else 503)

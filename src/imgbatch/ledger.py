@@ -1,0 +1,340 @@
+"""Ledger operations: every state change is a conditional update, so it is safe to repeat.
+
+- An image is claimed by moving it from `pending` (or `processing` with an
+  expired lease) to `processing` with a new lease; a job whose claim fails is
+  a no-op, so duplicate and replayed jobs are harmless.
+- A result is recorded only by the holder of the current claim (`attempts`
+  is the claim token).
+- A request is finalized by one conditional UPDATE that succeeds only when no
+  image is unfinished and the request is not final yet; exactly one caller wins
+  and runs the `on_finalized` hook in the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, case, exists, func, insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from . import statuses as st
+from .csvfile import ProductRow
+from .db import Database
+from .models import Image, Product, Request, utcnow
+
+BATCH = 2000  # rows per bulk statement; SQLite allows 32766 bound parameters
+
+
+@dataclass(frozen=True)
+class ClaimedImage:
+    """What a worker needs to process one image, read in the claiming transaction."""
+
+    id: int
+    request_id: str
+    input_url: str
+    serial_number: int
+    product_position: int
+    position: int
+    quality: int
+    output_format: str
+    attempt: int
+
+
+def create_request(
+    db: Database,
+    *,
+    request_id: str,
+    products: Sequence[ProductRow],
+    quality: int,
+    output_format: str,
+    webhook_url: str | None,
+    owner: str | None,
+) -> list[int]:
+    """Write a request with its products and images in one transaction; return image ids."""
+    now = utcnow()
+    image_total = sum(len(p.urls) for p in products)
+    with db.session() as session:
+        session.add(
+            Request(
+                id=request_id,
+                status=st.PENDING,
+                owner=owner,
+                quality=quality,
+                output_format=output_format,
+                webhook_url=webhook_url,
+                product_count=len(products),
+                image_count=image_total,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        session.flush()
+        product_ids: list[int] = []
+        for start in range(0, len(products), BATCH):
+            chunk = products[start : start + BATCH]
+            rows = [
+                {
+                    "request_id": request_id,
+                    "position": start + offset,
+                    "row": p.row,
+                    "serial_number": p.serial_number,
+                    "name": p.product_name,
+                }
+                for offset, p in enumerate(chunk)
+            ]
+            result = session.execute(
+                insert(Product).returning(Product.id, sort_by_parameter_order=True), rows
+            )
+            product_ids.extend(result.scalars().all())
+        image_rows = [
+            {
+                "request_id": request_id,
+                "product_id": product_id,
+                "position": position,
+                "input_url": url,
+                "status": st.PENDING,
+                "attempts": 0,
+                "enqueued_at": now,
+            }
+            for product_id, product in zip(product_ids, products, strict=True)
+            for position, url in enumerate(product.urls)
+        ]
+        image_ids: list[int] = []
+        for start in range(0, len(image_rows), BATCH):
+            result = session.execute(
+                insert(Image).returning(Image.id, sort_by_parameter_order=True),
+                image_rows[start : start + BATCH],
+            )
+            image_ids.extend(result.scalars().all())
+    return image_ids
+
+
+def claim_image(db: Database, image_id: int, lease_seconds: float) -> ClaimedImage | None:
+    """Take the image for processing, or None when it is done or leased by another worker."""
+    now = utcnow()
+    with db.session() as session:
+        claimed = session.execute(
+            update(Image)
+            .where(
+                Image.id == image_id,
+                or_(
+                    Image.status == st.PENDING,
+                    and_(Image.status == st.PROCESSING, Image.lease_until < now),
+                ),
+            )
+            .values(
+                status=st.PROCESSING,
+                attempts=Image.attempts + 1,
+                lease_until=now + timedelta(seconds=lease_seconds),
+                started_at=now,
+            )
+            .returning(Image.request_id, Image.attempts)
+        ).first()
+        if claimed is None:
+            return None
+        request_id, attempt = claimed
+        session.execute(
+            update(Request)
+            .where(Request.id == request_id, Request.status == st.PENDING)
+            .values(status=st.PROCESSING, updated_at=now)
+        )
+        row = session.execute(
+            select(
+                Image.input_url,
+                Image.position,
+                Product.serial_number,
+                Product.position,
+                Request.quality,
+                Request.output_format,
+            )
+            .join(Product, Product.id == Image.product_id)
+            .join(Request, Request.id == Image.request_id)
+            .where(Image.id == image_id)
+        ).one()
+    return ClaimedImage(
+        id=image_id,
+        request_id=request_id,
+        input_url=row[0],
+        position=row[1],
+        serial_number=row[2],
+        product_position=row[3],
+        quality=row[4],
+        output_format=row[5],
+        attempt=attempt,
+    )
+
+
+def _record(db: Database, claimed: ClaimedImage, values: dict[str, object]) -> bool:
+    now = utcnow()
+    with db.session() as session:
+        result = session.execute(
+            update(Image)
+            .where(
+                Image.id == claimed.id,
+                Image.status == st.PROCESSING,
+                Image.attempts == claimed.attempt,
+            )
+            .values(lease_until=None, finished_at=now, **values)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def record_done(
+    db: Database,
+    claimed: ClaimedImage,
+    *,
+    output_key: str,
+    output_url: str,
+    output_format: str,
+    bytes_in: int,
+    bytes_out: int,
+    width: int,
+    height: int,
+    kept_original: bool,
+) -> bool:
+    """Mark the image done; False when our claim was lost (another worker owns it now)."""
+    return _record(
+        db,
+        claimed,
+        {
+            "status": st.DONE,
+            "error_code": None,
+            "error_message": None,
+            "output_key": output_key,
+            "output_url": output_url,
+            "output_format": output_format,
+            "bytes_in": bytes_in,
+            "bytes_out": bytes_out,
+            "width": width,
+            "height": height,
+            "kept_original": kept_original,
+        },
+    )
+
+
+def record_failed(db: Database, claimed: ClaimedImage, code: str, message: str) -> bool:
+    """Mark the image failed with a reason code; False when our claim was lost."""
+    return _record(
+        db, claimed, {"status": st.FAILED, "error_code": code, "error_message": message[:2000]}
+    )
+
+
+FinalizeHook = Callable[[Session, Request], None]
+
+
+def finalize_request(
+    db: Database, request_id: str, on_finalized: FinalizeHook | None = None
+) -> str | None:
+    """Move the request to its final status if every image is finished; exactly one caller wins.
+
+    Returns the final status when this call finalized the request, else None.
+    """
+    now = utcnow()
+    unfinished = exists().where(Image.request_id == request_id, Image.status.in_(st.UNFINISHED))
+    failed = (
+        select(func.count())
+        .select_from(Image)
+        .where(Image.request_id == request_id, Image.status == st.FAILED)
+        .scalar_subquery()
+    )
+    done = (
+        select(func.count())
+        .select_from(Image)
+        .where(Image.request_id == request_id, Image.status == st.DONE)
+        .scalar_subquery()
+    )
+    final_status = case(
+        (failed == 0, st.COMPLETED),
+        (done == 0, st.FAILED),
+        else_=st.COMPLETED_WITH_ERRORS,
+    )
+    with db.session() as session:
+        won = session.execute(
+            update(Request)
+            .where(Request.id == request_id, Request.status.in_(st.UNFINISHED), ~unfinished)
+            .values(status=final_status, completed_at=now, updated_at=now)
+            .returning(Request.status)
+        ).first()
+        if won is None:
+            return None
+        if on_finalized is not None:
+            request = session.get(Request, request_id)
+            assert request is not None
+            on_finalized(session, request)
+        return str(won[0])
+
+
+def image_counts(session: Session, request_id: str) -> dict[str, int]:
+    rows = session.execute(
+        select(Image.status, func.count()).where(Image.request_id == request_id).group_by(Image.status)
+    ).all()
+    return {status: count for status, count in rows}
+
+
+def requeue_expired_leases(db: Database, max_attempts: int) -> list[int]:
+    """Images whose worker died (lease expired): back to pending, or failed after too many tries."""
+    now = utcnow()
+    with db.session() as session:
+        session.execute(
+            update(Image)
+            .where(
+                Image.status == st.PROCESSING,
+                Image.lease_until < now,
+                Image.attempts >= max_attempts,
+            )
+            .values(
+                status=st.FAILED,
+                lease_until=None,
+                finished_at=now,
+                error_code="internal",
+                error_message=f"gave up after {max_attempts} attempts that did not finish",
+            )
+        )
+        ids = session.execute(
+            update(Image)
+            .where(Image.status == st.PROCESSING, Image.lease_until < now)
+            .values(status=st.PENDING, lease_until=None, enqueued_at=now)
+            .returning(Image.id)
+        ).scalars()
+        return list(ids)
+
+
+def requeue_stale_pending(db: Database, older_than: datetime, limit: int = 10_000) -> list[int]:
+    """Pending images not (re-)enqueued since `older_than`: their job may have been lost."""
+    now = utcnow()
+    with db.session() as session:
+        candidates = (
+            select(Image.id)
+            .where(Image.status == st.PENDING, Image.enqueued_at < older_than)
+            .limit(limit)
+            .scalar_subquery()
+        )
+        ids = session.execute(
+            update(Image)
+            .where(Image.id.in_(candidates), Image.status == st.PENDING, Image.enqueued_at < older_than)
+            .values(enqueued_at=now)
+            .returning(Image.id)
+        ).scalars()
+        return list(ids)
+
+
+def unfinalized_request_ids(db: Database) -> list[str]:
+    """Requests not final although no image is unfinished (a finalizer died mid-way)."""
+    with db.session() as session:
+        unfinished = exists().where(Image.request_id == Request.id, Image.status.in_(st.UNFINISHED))
+        return list(
+            session.execute(
+                select(Request.id).where(Request.status.in_(st.UNFINISHED), ~unfinished)
+            ).scalars()
+        )
+
+
+def request_ids_for_images(db: Database, image_ids: Iterable[int]) -> set[str]:
+    with db.session() as session:
+        return set(
+            session.execute(
+                select(Image.request_id).where(Image.id.in_(list(image_ids))).distinct()
+            ).scalars()
+        )

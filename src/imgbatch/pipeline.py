@@ -1,0 +1,87 @@
+"""Processing one image: claim → fetch → compress → store → record → maybe finalize.
+
+Every step is safe to repeat: the claim is a conditional update, the output key
+is deterministic (a retry overwrites its own object), and recording requires
+the current claim.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from . import imaging, ledger, metrics
+from .context import Context
+from .errors import ImageFailure
+from .ledger import ClaimedImage
+from .models import Request
+from .webhooks import create_completion_delivery
+
+log = logging.getLogger(__name__)
+
+
+def output_key(claimed: ClaimedImage, extension: str) -> str:
+    """Deterministic object key: request / serial number / position + extension."""
+    return f"{claimed.request_id}/{claimed.serial_number}/{claimed.position}.{extension}"
+
+
+def process_image(ctx: Context, image_id: int) -> str | None:
+    """Run one image job; returns the image's new status, or None when the job was a no-op."""
+    claimed = ledger.claim_image(ctx.db, image_id, ctx.settings.lease_seconds)
+    if claimed is None:
+        return None
+    started = time.perf_counter()
+    extra = {"request_id": claimed.request_id, "image_id": claimed.id}
+    try:
+        fetched = ctx.fetcher.fetch(claimed.input_url)
+        options = imaging.CompressOptions(
+            quality=claimed.quality,
+            format=claimed.output_format,
+            max_pixels=ctx.settings.max_pixels,
+        )
+        result = imaging.compress(fetched.data, options)
+        key = output_key(claimed, result.extension)
+        try:
+            ctx.storage.put(key, result.data, result.content_type)
+        except Exception as exc:
+            raise ImageFailure("storage", f"could not store the image: {exc}") from exc
+    except ImageFailure as failure:
+        ledger.record_failed(ctx.db, claimed, failure.code, failure.message)
+        metrics.image_processed("failed", failure.code, time.perf_counter() - started)
+        log.info("image failed: %s: %s", failure.code, failure.message, extra=extra)
+        status = "failed"
+    except Exception as exc:  # a bug must fail one image, not the worker
+        log.exception("image crashed", extra=extra)
+        ledger.record_failed(ctx.db, claimed, "internal", f"{type(exc).__name__}: {exc}")
+        metrics.image_processed("failed", "internal", time.perf_counter() - started)
+        status = "failed"
+    else:
+        ledger.record_done(
+            ctx.db,
+            claimed,
+            output_key=key,
+            output_url=ctx.output_url(key),
+            output_format=result.format,
+            bytes_in=result.bytes_in,
+            bytes_out=result.bytes_out,
+            width=result.width,
+            height=result.height,
+            kept_original=result.kept_original,
+        )
+        metrics.image_processed("done", None, time.perf_counter() - started)
+        status = "done"
+    finalize(ctx, claimed.request_id)
+    return status
+
+
+def finalize(ctx: Context, request_id: str) -> str | None:
+    """Finalize the request if this was its last image; the winner creates the webhook delivery."""
+
+    def on_finalized(session: object, request: Request) -> None:
+        create_completion_delivery(session, request, ctx.settings)  # type: ignore[arg-type]
+
+    final = ledger.finalize_request(ctx.db, request_id, on_finalized=on_finalized)
+    if final is not None:
+        metrics.request_finished(final)
+        log.info("request finished: %s", final, extra={"request_id": request_id})
+    return final

@@ -1,0 +1,157 @@
+"""The job queue: Huey behind a small interface, its backend chosen by `IMGBATCH_QUEUE_URL`.
+
+- `sqlite:///path` — Huey's SQLite storage (embedded default)
+- `redis://host:port/db` — Huey's Redis storage (blocking pops, no polling)
+- `postgresql://…` — Huey's SQL storage on PostgreSQL (peewee + psycopg 3,
+  `FOR UPDATE SKIP LOCKED`)
+
+Jobs carry only an image id. The queue is a hint, never the truth: a lost job
+is found again by the sweeper, a duplicate one is a no-op claim. That is why
+the SQLite queue runs with `synchronous=NORMAL`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from huey import Huey, RedisHuey
+from huey.consumer import Consumer
+from huey.storage import SqliteStorage
+
+log = logging.getLogger(__name__)
+
+TASK_NAME = "process_image"
+QUEUE_NAME = "imgbatch"
+
+
+class QueueError(Exception):
+    """The queue backend is misconfigured or unreachable."""
+
+
+class _SqliteStorage(SqliteStorage):
+    """Huey's SQLite storage with `synchronous=NORMAL` and a bulk enqueue."""
+
+    def _create_connection(self) -> Any:
+        conn = super()._create_connection()
+        conn.execute("pragma synchronous=1")
+        return conn
+
+    def enqueue_many(self, messages: Sequence[bytes]) -> None:
+        with self.db(commit=True) as cursor:
+            cursor.executemany(
+                "insert into task (queue, data, priority) values (?, ?, 0)",
+                [(self.name, self.to_blob(message)) for message in messages],
+            )
+
+
+class _SqliteHuey(Huey):
+    storage_class = _SqliteStorage
+
+
+def _bulk_enqueue(storage: Any, messages: Sequence[bytes]) -> None:
+    """One round trip per batch where the backend allows it, else one per message."""
+    if hasattr(storage, "enqueue_many"):
+        storage.enqueue_many(messages)
+    elif hasattr(storage, "conn") and hasattr(storage, "queue_key"):  # Redis
+        storage.conn.lpush(storage.queue_key, *messages)
+    elif hasattr(storage, "Task") and hasattr(storage, "database"):  # SQL (peewee)
+        with storage.atomic():
+            storage.Task.insert_many(
+                [{"queue": storage.name, "data": m, "priority": 0} for m in messages]
+            ).execute()
+    else:
+        for message in messages:
+            storage.enqueue(message)
+
+
+def build_huey(url: str) -> Huey:
+    """A Huey instance for a queue URL."""
+    scheme = urlsplit(url).scheme.lower()
+    common: dict[str, Any] = {"results": False, "utc": True}
+    if scheme == "sqlite":
+        path = url.split("sqlite:///", 1)[-1]
+        from pathlib import Path
+
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return _SqliteHuey(QUEUE_NAME, filename=path, timeout=60, **common)
+    if scheme in ("redis", "rediss", "unix"):
+        return RedisHuey(QUEUE_NAME, url=url, blocking=True, read_timeout=1, **common)
+    if scheme.startswith("postgres"):
+        from huey.contrib.sql_huey import SqlHuey
+        from playhouse.db_url import connect
+
+        rest = url.split("://", 1)[1]
+        database = connect("psycopg3://" + rest)
+        return SqlHuey(QUEUE_NAME, database=database, **common)
+    raise QueueError(
+        f"IMGBATCH_QUEUE_URL: unsupported scheme {scheme!r} (use sqlite:///, redis:// or postgresql://)"
+    )
+
+
+class JobQueue:
+    """Enqueue image jobs and run consumers, whatever the backend."""
+
+    def __init__(self, url: str, handler: Callable[[int], None] | None = None) -> None:
+        self.url = url
+        self.huey = build_huey(url)
+        self._handler = handler
+        self._task = self.huey.task(name=TASK_NAME, retries=0)(self._run)
+
+    def _run(self, image_id: int) -> None:
+        if self._handler is None:
+            raise RuntimeError("this JobQueue was built to enqueue only")
+        self._handler(image_id)
+
+    def enqueue(self, image_ids: Sequence[int], batch: int = 1000) -> None:
+        """Enqueue one job per image id, in bulk."""
+        for start in range(0, len(image_ids), batch):
+            messages = [
+                self.huey.serialize_task(self._task.s(image_id))
+                for image_id in image_ids[start : start + batch]
+            ]
+            _bulk_enqueue(self.huey.storage, messages)
+
+    def depth(self) -> int:
+        """Jobs waiting in the queue."""
+        return int(self.huey.pending_count())
+
+    def check(self) -> None:
+        """Raise QueueError with a one-line reason when the backend cannot be reached."""
+        try:
+            self.huey.pending_count()
+        except Exception as exc:
+            raise QueueError(
+                f"IMGBATCH_QUEUE_URL: queue backend unreachable ({type(exc).__name__}: {exc})"
+            ) from exc
+
+    def flush(self) -> None:
+        self.huey.flush()
+
+    def consumer(
+        self,
+        workers: int,
+        worker_type: str = "process",
+        on_start: Callable[[], None] | None = None,
+    ) -> Consumer:
+        """A Huey consumer; `on_start` runs in the consumer's main process after workers fork."""
+
+        class _Consumer(Consumer):
+            def start(self) -> None:
+                super().start()
+                if on_start is not None:
+                    on_start()
+
+        return _Consumer(
+            self.huey,
+            workers=workers,
+            worker_type=worker_type,
+            periodic=False,
+            initial_delay=0.05,
+            backoff=1.5,
+            max_delay=0.5,
+            check_worker_health=True,
+            health_check_interval=5,
+        )

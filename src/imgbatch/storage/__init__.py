@@ -1,0 +1,247 @@
+"""Blob storage for compressed images, chosen by URL.
+
+One documented interface, `Storage`, with two backends:
+
+* `file:///abs/dir` -> `LocalStorage` (the default: `<data_dir>/images`), served by the API;
+* `s3://bucket/optional/prefix` -> `S3Storage`, any S3-compatible service (AWS, MinIO, Ceph, R2).
+
+`open_storage(url, settings)` picks the backend. Keys are relative `/`-separated paths checked
+by `validate_key`, which is also the path-traversal guard for the API's `/files/{key}`.
+Backend failures surface as `StorageError`; a missing object is `None` (or `KeyError` from
+`iter_chunks`), never an exception of the backend's own kind.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
+
+if TYPE_CHECKING:
+    from imgbatch.config import Settings
+
+__all__ = [
+    "CACHE_CONTROL",
+    "LocalStorage",
+    "ObjectInfo",
+    "S3Storage",
+    "Storage",
+    "StorageError",
+    "StoredObject",
+    "guess_content_type",
+    "open_storage",
+    "validate_key",
+]
+
+MAX_KEY_LENGTH = 512
+MAX_SEGMENT_LENGTH = 200
+DEFAULT_CHUNK_SIZE = 64 * 1024
+# Objects are content-addressed per job and never rewritten with different bytes.
+CACHE_CONTROL = "public, max-age=31536000, immutable"
+# A segment may not start with "." -- that rules out ".", "..", hidden files and our temp files.
+_SEGMENT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+_TMP_PREFIX, _TMP_SUFFIX = ".tmp-", ".part"
+# Not left to the platform's mime.types, which differs between hosts and may lack these.
+_CONTENT_TYPES = {
+    ".avif": "image/avif",
+    ".webp": "image/webp",
+    ".jxl": "image/jxl",
+    ".heic": "image/heic",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".png": "image/png",
+    ".gif": "image/gif",
+    ".csv": "text/csv",
+    ".json": "application/json",
+    ".zip": "application/zip",
+}
+
+
+class StorageError(Exception):
+    """The store is unreachable, misconfigured or refused an operation (one-line message)."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """Metadata of a stored object. `etag` is an opaque validator (quoted form not included)."""
+
+    key: str
+    size: int
+    content_type: str
+    last_modified: datetime | None = None
+    etag: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """A whole object read into memory; use `Storage.iter_chunks` to stream large ones."""
+
+    key: str
+    data: bytes
+    content_type: str
+    size: int
+    last_modified: datetime | None = None
+    etag: str | None = None
+
+
+def validate_key(key: str) -> str:
+    """Return `key` if it is a safe storage key, else raise `ValueError`.
+
+    A key is relative and `/`-separated; each segment is made of `[A-Za-z0-9._-]`, does not
+    start with `.` (so no `.`/`..`, hidden or temp files) and is at most 200 characters; the
+    whole key is at most 512. No leading `/`, no empty segments, no backslashes or NULs.
+    """
+    if not isinstance(key, str) or not key:
+        raise ValueError("storage key must be a non-empty string")
+    if len(key) > MAX_KEY_LENGTH:
+        raise ValueError(f"storage key longer than {MAX_KEY_LENGTH} characters")
+    for segment in key.split("/"):
+        if len(segment) > MAX_SEGMENT_LENGTH or not _SEGMENT.fullmatch(segment):
+            raise ValueError(f"invalid storage key {key[:80]!r}")
+    return key
+
+
+def guess_content_type(key: str) -> str:
+    """The MIME type for a key's extension (`application/octet-stream` when unknown)."""
+    ext = os.path.splitext(key)[1].lower()
+    return _CONTENT_TYPES.get(ext) or mimetypes.guess_type(key)[0] or "application/octet-stream"
+
+
+class ChunkStream(Iterator[bytes]):
+    """Iterator over an already-open binary stream; closes it when exhausted or on `close()`."""
+
+    def __init__(self, stream: Any, chunk_size: int) -> None:
+        self._stream: Any = stream
+        self._chunk_size = chunk_size
+
+    def __next__(self) -> bytes:
+        if self._stream is None:
+            raise StopIteration
+        try:
+            chunk = self._stream.read(self._chunk_size)
+        except BaseException:
+            self.close()
+            raise
+        if not chunk:
+            self.close()
+            raise StopIteration
+        return bytes(chunk)
+
+    def close(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class Storage(ABC):
+    """A blob store holding compressed images under validated keys.
+
+    Implementations are safe to share between threads. Open one per process (after fork).
+    """
+
+    url: str
+
+    @abstractmethod
+    def put(self, key: str, data: bytes, content_type: str) -> None:
+        """Store `data` under `key` atomically: readers see the old object or the new one,
+        never a partial one. Overwriting is allowed, so retried writes are idempotent."""
+
+    @abstractmethod
+    def get(self, key: str) -> StoredObject | None:
+        """The whole object, or `None` if there is no object under `key`."""
+
+    @abstractmethod
+    def iter_chunks(self, key: str, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
+        """Open `key` now (raising `KeyError` if missing) and return an iterator of chunks of
+        at most `chunk_size` bytes. The iterator has `close()`; it closes itself at the end."""
+
+    @abstractmethod
+    def stat(self, key: str) -> ObjectInfo | None:
+        """Size, content type and last-modified time of `key`, or `None` if missing."""
+
+    def exists(self, key: str) -> bool:
+        """Whether an object is stored under `key`."""
+        return self.stat(key) is not None
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove `key`; deleting a missing key is not an error."""
+
+    @abstractmethod
+    def list_keys(self, prefix: str = "") -> list[str]:
+        """Sorted keys starting with the string `prefix` (not only whole segments)."""
+
+    @abstractmethod
+    def public_url(self, key: str) -> str | None:
+        """An absolute URL where `key` is publicly reachable, or `None`, meaning the API serves
+        it at `/files/{key}`. Never a presigned (expiring) URL: these end up in CSVs."""
+
+    @abstractmethod
+    def check(self) -> None:
+        """Raise `StorageError` naming the setting to fix when the store is unusable."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Release connections; the storage must not be used afterwards."""
+
+
+def _check_chunk_size(chunk_size: int) -> None:
+    if chunk_size <= 0:
+        raise ValueError("chunk_size must be positive")
+
+
+# --------------------------------------------------------------------------- local files
+
+
+# --------------------------------------------------------------------------- factory
+
+
+from .local import LocalStorage  # noqa: E402
+from .s3 import S3Storage  # noqa: E402
+
+
+def open_storage(url: str, settings: Settings | None = None) -> Storage:
+    """The storage backend for `url` (`file:///abs/dir` or `s3://bucket/prefix`).
+
+    `settings` supplies S3 endpoint/region/credentials and `public_storage_base_url`;
+    defaults to the process settings. No network or disk I/O happens here: call `check()`.
+    """
+    if settings is None:
+        from imgbatch.config import get_settings
+
+        settings = get_settings()
+    parts = urlsplit(url)
+    if parts.query or parts.fragment:
+        raise StorageError(f"IMGBATCH_STORAGE_URL must not have a query or fragment: {url!r}")
+    if parts.scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise StorageError(f"IMGBATCH_STORAGE_URL file URL must be file:///abs/dir: {url!r}")
+        path = unquote(parts.path)
+        if not path.startswith("/"):
+            raise StorageError(f"IMGBATCH_STORAGE_URL needs an absolute path: {url!r}")
+        setting = (
+            f"IMGBATCH_DATA_DIR={settings.data_dir}"
+            if settings.storage_url is None and url == settings.resolved_storage_url
+            else f"IMGBATCH_STORAGE_URL={url}"
+        )
+        return LocalStorage(Path(path), url=url, setting=setting)
+    if parts.scheme == "s3":
+        if not parts.netloc:
+            raise StorageError(f"IMGBATCH_STORAGE_URL needs a bucket: s3://bucket/prefix, {url!r}")
+        prefix = parts.path.strip("/")
+        if prefix:
+            try:
+                validate_key(prefix)
+            except ValueError:
+                raise StorageError(f"invalid key prefix in IMGBATCH_STORAGE_URL {url!r}") from None
+        return S3Storage(parts.netloc, prefix, settings=settings, url=url)
+    raise StorageError(f"unsupported IMGBATCH_STORAGE_URL scheme {parts.scheme!r} (file or s3)")

@@ -1,0 +1,188 @@
+"""Local-file storage: atomic writes under one root, served by the API at /files/."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    pass
+
+from . import (
+    _TMP_PREFIX,
+    _TMP_SUFFIX,
+    DEFAULT_CHUNK_SIZE,
+    ChunkStream,
+    ObjectInfo,
+    Storage,
+    StorageError,
+    StoredObject,
+    _check_chunk_size,
+    guess_content_type,
+    validate_key,
+)
+
+
+class LocalStorage(Storage):
+    """Objects as files under `root`; the content type is derived from the key's extension."""
+
+    def __init__(
+        self, root: Path, *, url: str | None = None, setting: str | None = None, fsync: bool = True
+    ) -> None:
+        if not root.is_absolute():
+            raise StorageError(f"storage directory must be an absolute path, got {str(root)!r}")
+        self.root = root
+        self.url = url or root.as_uri()
+        self._real_root = root.resolve()
+        self._setting = setting or f"IMGBATCH_STORAGE_URL={self.url}"
+        self._fsync = fsync
+
+    def __repr__(self) -> str:
+        return f"LocalStorage({str(self.root)!r})"
+
+    def _path(self, key: str) -> Path:
+        path = self.root.joinpath(*validate_key(key).split("/"))
+        # validate_key already forbids "..", this also refuses symlinks pointing outside.
+        if not path.resolve().is_relative_to(self._real_root):
+            raise ValueError(f"storage key {key!r} escapes the storage directory")
+        return path
+
+    def put(self, key: str, data: bytes, content_type: str) -> None:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp, fd = self._create_temp(path.parent)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    if self._fsync:
+                        os.fsync(f.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            raise StorageError(f"cannot write {key!r} to {self.root}: {exc}") from exc
+        if self._fsync:
+            self._fsync_dir(path.parent)
+
+    @staticmethod
+    def _create_temp(directory: Path) -> tuple[Path, int]:
+        # os.open with 0o666 honours the umask (mkstemp would make the file 0600).
+        while True:
+            tmp = directory / f"{_TMP_PREFIX}{secrets.token_hex(8)}{_TMP_SUFFIX}"
+            try:
+                return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            except FileExistsError:
+                continue
+
+    @staticmethod
+    def _fsync_dir(directory: Path) -> None:
+        try:  # make the rename durable; not supported everywhere, hence best effort
+            fd = os.open(directory, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            os.fsync(fd)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    def _open(self, key: str) -> IO[bytes] | None:
+        try:
+            return self._path(key).open("rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise StorageError(f"cannot read {key!r} from {self.root}: {exc}") from exc
+
+    def _info(self, key: str, st: os.stat_result) -> ObjectInfo:
+        return ObjectInfo(
+            key=key,
+            size=st.st_size,
+            content_type=guess_content_type(key),
+            last_modified=datetime.fromtimestamp(st.st_mtime, UTC),
+            etag=f"{st.st_mtime_ns:x}-{st.st_size:x}",
+        )
+
+    def get(self, key: str) -> StoredObject | None:
+        f = self._open(key)
+        if f is None:
+            return None
+        with f:
+            info = self._info(key, os.fstat(f.fileno()))
+            data = f.read()
+        return StoredObject(key, data, info.content_type, len(data), info.last_modified, info.etag)
+
+    def iter_chunks(self, key: str, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
+        _check_chunk_size(chunk_size)
+        f = self._open(key)
+        if f is None:
+            raise KeyError(key)
+        return ChunkStream(f, chunk_size)
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        path = self._path(key)
+        try:
+            st = path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise StorageError(f"cannot stat {key!r} in {self.root}: {exc}") from exc
+        return self._info(key, st) if path.is_file() else None
+
+    def delete(self, key: str) -> None:
+        try:
+            self._path(key).unlink()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            pass
+        except OSError as exc:
+            raise StorageError(f"cannot delete {key!r} from {self.root}: {exc}") from exc
+
+    def list_keys(self, prefix: str = "") -> list[str]:
+        directory = prefix.rpartition("/")[0]
+        top = self._path(directory) if directory else self.root
+        keys: list[str] = []
+        for dirpath, _dirs, files in os.walk(top):
+            rel = Path(dirpath).relative_to(self.root).as_posix()
+            for name in files:
+                if name.startswith(_TMP_PREFIX) and name.endswith(_TMP_SUFFIX):
+                    continue  # a write in progress (or a crashed one), not an object
+                key = name if rel == "." else f"{rel}/{name}"
+                if key.startswith(prefix):
+                    keys.append(key)
+        return sorted(keys)
+
+    def public_url(self, key: str) -> str | None:
+        validate_key(key)
+        return None
+
+    def check(self) -> None:
+        root, hint = self.root, self._setting
+        if root.exists() and not root.is_dir():
+            raise StorageError(f"storage path {root} is not a directory ({hint})")
+        if not root.exists():
+            if not root.parent.is_dir():
+                # Parents are not created: a missing mount point must not become a local dir.
+                raise StorageError(f"storage directory {root} has no parent directory ({hint})")
+            try:
+                root.mkdir(exist_ok=True)
+            except OSError as exc:
+                raise StorageError(
+                    f"cannot create storage directory {root}: {exc} ({hint})"
+                ) from exc
+        try:  # os.access lies for root and read-only mounts; really write a file
+            tmp, fd = self._create_temp(root)
+            os.close(fd)
+            tmp.unlink()
+        except OSError as exc:
+            raise StorageError(f"storage directory {root} is not writable: {exc} ({hint})") from exc
+
+
+# --------------------------------------------------------------------------- S3

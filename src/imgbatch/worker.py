@@ -1,0 +1,74 @@
+"""The worker process: a Huey consumer running image jobs, plus the sweeper and webhook sender.
+
+Image jobs run in forked worker processes (compression is CPU-bound); the
+sweeper and the webhook delivery loop are threads in the consumer's main
+process, so a slow or dead webhook receiver never blocks image processing.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import threading
+
+from . import imaging
+from .config import Settings
+from .context import process_context
+from .db import dispose_engines
+from .pipeline import process_image
+from .sweeper import run_sweeper
+
+log = logging.getLogger(__name__)
+
+
+def _limit_memory(max_mb: int) -> None:
+    """Cap this process's address space so a hostile image fails with MemoryError, not an OOM kill."""
+    if max_mb <= 0:
+        return
+    limit = max_mb * 1024 * 1024
+    _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
+def run_worker(settings: Settings, concurrency: int | None = None) -> None:
+    """Run the consumer until SIGINT/SIGTERM."""
+    workers = concurrency or settings.worker_concurrency
+    stop = threading.Event()
+
+    def handle(image_id: int) -> None:
+        process_image(process_context(settings, handle), image_id)
+
+    ctx = process_context(settings, handle)
+    queue = ctx.queue
+
+    @queue.huey.on_startup()
+    def _init_worker() -> None:
+        # Runs in each worker (process or thread) before it takes jobs.
+        if settings.worker_type == "process":
+            dispose_engines()
+            _limit_memory(settings.worker_max_rss_mb)
+        imaging.configure()
+
+    def start_background() -> None:
+        from .webhooks import run_delivery_loop
+
+        threading.Thread(
+            target=run_sweeper, args=(ctx, stop), name="sweeper", daemon=True
+        ).start()
+        threading.Thread(
+            target=run_delivery_loop, args=(ctx, stop), name="webhooks", daemon=True
+        ).start()
+        log.info(
+            "worker started: %d %s workers, queue %s",
+            workers,
+            settings.worker_type,
+            settings.resolved_queue_url.split("@")[-1],
+        )
+
+    consumer = queue.consumer(workers, settings.worker_type, on_start=start_background)
+    try:
+        consumer.run()
+    finally:
+        stop.set()

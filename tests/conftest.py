@@ -1,0 +1,67 @@
+"""Shared fixtures: real photographs, a real image server, a running imgbatch service."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from support.imageserver import ImageServer
+from support.service import Service
+
+
+def photo(width: int, height: int, seed: int = 0) -> Image.Image:
+    """A photograph-like image: smooth gradients plus texture, so compression behaves as on photos."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack(
+        [
+            128 + 100 * np.sin(x / (17 + seed) + y / 29),
+            128 + 100 * np.cos(y / (23 + seed) - x / 41),
+            128 + 80 * np.sin((x + y) / (31 + seed)),
+        ],
+        axis=-1,
+    )
+    noise = rng.normal(0, 18, size=base.shape)
+    return Image.fromarray(np.clip(base + noise, 0, 255).astype("uint8"), "RGB")
+
+
+def encode(image: Image.Image, fmt: str, **params: object) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, fmt, **params)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def image_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A few real image files: JPEGs, a PNG with alpha, a WebP, plus a file that is not an image."""
+    root = tmp_path_factory.mktemp("images")
+    for i in range(6):
+        (root / f"photo{i}.jpg").write_bytes(encode(photo(640, 480, seed=i), "JPEG", quality=92))
+    rgba = photo(320, 240, seed=9).convert("RGBA")
+    rgba.putalpha(180)
+    (root / "alpha.png").write_bytes(encode(rgba, "PNG"))
+    (root / "photo.webp").write_bytes(encode(photo(400, 300, seed=11), "WEBP", quality=90))
+    (root / "not-an-image.jpg").write_bytes(b"<html><body>surprise</body></html>")
+    return root
+
+
+@pytest.fixture(scope="session")
+def image_server(image_dir: Path) -> Iterator[ImageServer]:
+    with ImageServer(image_dir) as server:
+        yield server
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[Service]:
+    """An embedded-default imgbatch (SQLite, local files, SQLite queue) with one worker process."""
+    svc = Service(tmp_path / "data")
+    try:
+        svc.start(workers=1, concurrency=2)
+        yield svc
+    finally:
+        svc.stop()

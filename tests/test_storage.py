@@ -1,0 +1,535 @@
+"""Storage backends: one contract (`StorageContract`) run against local files and S3 (moto).
+
+The S3 tests talk HTTP to a real moto server in a subprocess (`support.s3server`), with dummy
+credentials set in the environment the storage reads.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from imgbatch.config import Settings
+from imgbatch.storage import (
+    CACHE_CONTROL,
+    LocalStorage,
+    S3Storage,
+    Storage,
+    StorageError,
+    guess_content_type,
+    open_storage,
+    validate_key,
+)
+from support.s3server import SCRUBBED_AWS_VARS, S3Server, dummy_s3_env, start_s3_server
+
+MiB = 1024 * 1024
+
+BAD_KEYS = [
+    "",
+    "../x",
+    "..",
+    ".",
+    "/abs",
+    "/etc/passwd",
+    "a//b",
+    "a/",
+    "a/../b",
+    "a/./b",
+    "a\\b",
+    "..\\x",
+    "a\x00b",
+    ".hidden",
+    "a/.tmp-0123.part",
+    "a b.webp",
+    "a/b?c",
+    "%2e%2e/x",
+    "ü.jpg",
+    "x" * 513,
+    "a/" + "b" * 201,
+]
+GOOD_KEYS = ["a.webp", "jobs/123/img-1_2.avif", "A/B/c.d.e", "x" * 200, "-_/0"]
+
+
+def make_settings(**overrides: Any) -> Settings:
+    """Settings from the (test-controlled) environment only, never a developer's `.env`."""
+    return Settings(_env_file=None, **overrides)  # type: ignore[call-arg]
+
+
+# --------------------------------------------------------------------------- validate_key
+
+
+@pytest.mark.parametrize("key", BAD_KEYS, ids=repr)
+def test_validate_key_refuses(key: str) -> None:
+    with pytest.raises(ValueError):
+        validate_key(key)
+
+
+@pytest.mark.parametrize("key", GOOD_KEYS)
+def test_validate_key_accepts(key: str) -> None:
+    assert validate_key(key) == key
+
+
+def test_validate_key_refuses_non_strings() -> None:
+    with pytest.raises(ValueError):
+        validate_key(None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("a.avif", "image/avif"),
+        ("a.WEBP", "image/webp"),
+        ("a.jpg", "image/jpeg"),
+        ("a.png", "image/png"),
+        ("a/b.csv", "text/csv"),
+        ("noext", "application/octet-stream"),
+    ],
+)
+def test_guess_content_type(key: str, expected: str) -> None:
+    assert guess_content_type(key) == expected
+
+
+# --------------------------------------------------------------------------- open_storage
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://host/x",
+        "file://relative/dir",
+        "file:relative/dir",
+        "file:///abs/dir?mode=1",
+        "s3://",
+        "s3:///prefix",
+        "s3://bucket/../x",
+        "s3://bucket/a//b",
+        "s3://bucket/p?region=x",
+    ],
+)
+def test_open_storage_refuses_bad_urls(url: str) -> None:
+    with pytest.raises(StorageError, match="IMGBATCH_STORAGE_URL"):
+        open_storage(url, make_settings())
+
+
+@pytest.mark.parametrize(
+    ("overrides", "setting"),
+    [
+        ({"s3_endpoint_url": "not a url"}, "IMGBATCH_S3_ENDPOINT_URL"),
+        ({"s3_access_key_id": "id", "s3_secret_access_key": None}, "IMGBATCH_S3_SECRET_ACCESS_KEY"),
+    ],
+)
+def test_open_storage_refuses_bad_s3_settings(overrides: dict[str, str], setting: str) -> None:
+    with pytest.raises(StorageError, match=setting):
+        open_storage("s3://bkt", make_settings(**overrides))
+
+
+def test_open_storage_file_url(tmp_path: Path) -> None:
+    storage = open_storage((tmp_path / "with space").as_uri(), make_settings())
+    assert isinstance(storage, LocalStorage)
+    assert storage.root == tmp_path / "with space"
+
+
+def test_open_storage_s3_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    storage = open_storage("s3://bkt/a/b/", make_settings(s3_endpoint_url="http://127.0.0.1:9"))
+    assert isinstance(storage, S3Storage)
+    assert (storage.bucket, storage.prefix) == ("bkt", "a/b")
+    storage.close()
+
+
+# --------------------------------------------------------------------------- the contract
+
+
+class StorageContract:
+    """Every backend must pass these. Subclasses provide a `storage` fixture (an empty store)."""
+
+    def test_put_get_round_trip(self, storage: Storage) -> None:
+        data = os.urandom(3000)
+        storage.put("jobs/1/a.webp", data, "image/webp")
+        obj = storage.get("jobs/1/a.webp")
+        assert obj is not None
+        assert (obj.key, obj.data, obj.size, obj.content_type) == (
+            "jobs/1/a.webp",
+            data,
+            3000,
+            "image/webp",
+        )
+        assert obj.last_modified is not None
+        assert abs(obj.last_modified - datetime.now(UTC)) < timedelta(minutes=5)
+
+    @pytest.mark.parametrize(
+        ("key", "content_type"),
+        [("x.avif", "image/avif"), ("x.jpg", "image/jpeg"), ("d/x.png", "image/png")],
+    )
+    def test_content_type_kept(self, storage: Storage, key: str, content_type: str) -> None:
+        storage.put(key, b"img", content_type)
+        obj = storage.get(key)
+        info = storage.stat(key)
+        assert obj is not None and info is not None
+        assert obj.content_type == info.content_type == content_type
+
+    def test_empty_object(self, storage: Storage) -> None:
+        storage.put("empty.webp", b"", "image/webp")
+        obj = storage.get("empty.webp")
+        assert obj is not None and obj.data == b"" and obj.size == 0
+        assert list(storage.iter_chunks("empty.webp")) == []
+        assert storage.exists("empty.webp")
+
+    def test_overwrite_same_key(self, storage: Storage) -> None:
+        storage.put("k/a.webp", b"first version, longer", "image/webp")
+        storage.put("k/a.webp", b"second", "image/webp")
+        obj = storage.get("k/a.webp")
+        info = storage.stat("k/a.webp")
+        assert obj is not None and obj.data == b"second"
+        assert info is not None and info.size == 6
+        assert storage.list_keys() == ["k/a.webp"]
+
+    def test_iter_chunks_streams_large_object(self, storage: Storage) -> None:
+        data = os.urandom(5 * MiB + 123)
+        storage.put("big/photo.avif", data, "image/avif")
+        chunk_size = 64 * 1024
+        chunks = list(storage.iter_chunks("big/photo.avif", chunk_size))
+        assert b"".join(chunks) == data
+        assert all(0 < len(c) <= chunk_size for c in chunks)
+        assert len(chunks) >= len(data) // chunk_size
+        assert b"".join(storage.iter_chunks("big/photo.avif")) == data  # default size
+
+    def test_iter_chunks_missing_raises_before_iterating(self, storage: Storage) -> None:
+        with pytest.raises(KeyError):
+            storage.iter_chunks("missing/x.webp")  # not iterated: the API needs to know first
+
+    def test_iter_chunks_close_early(self, storage: Storage) -> None:
+        storage.put("c.webp", b"0123456789" * 1000, "image/webp")
+        stream = storage.iter_chunks("c.webp", 100)
+        assert next(stream) == b"0123456789" * 10
+        stream.close()  # type: ignore[attr-defined]
+        assert list(stream) == []
+        obj = storage.get("c.webp")  # the store is still usable
+        assert obj is not None and obj.size == 10_000
+
+    def test_iter_chunks_refuses_bad_chunk_size(self, storage: Storage) -> None:
+        storage.put("c.webp", b"x", "image/webp")
+        with pytest.raises(ValueError):
+            storage.iter_chunks("c.webp", 0)
+
+    def test_missing_key(self, storage: Storage) -> None:
+        assert storage.get("nope/x.webp") is None
+        assert storage.stat("nope/x.webp") is None
+        assert storage.exists("nope/x.webp") is False
+        storage.delete("nope/x.webp")  # idempotent, no error
+        assert storage.list_keys("nope") == []
+
+    def test_stat_exists_delete(self, storage: Storage) -> None:
+        storage.put("s/a.webp", b"12345", "image/webp")
+        info = storage.stat("s/a.webp")
+        assert info is not None
+        assert (info.key, info.size, info.content_type) == ("s/a.webp", 5, "image/webp")
+        assert info.etag
+        assert storage.exists("s/a.webp")
+        storage.delete("s/a.webp")
+        assert not storage.exists("s/a.webp")
+        assert storage.get("s/a.webp") is None
+        assert storage.list_keys() == []
+        storage.delete("s/a.webp")  # twice is fine
+
+    def test_a_directory_is_not_an_object(self, storage: Storage) -> None:
+        storage.put("dir/a.webp", b"x", "image/webp")
+        assert storage.stat("dir") is None
+        assert storage.get("dir") is None
+        assert not storage.exists("dir")
+
+    def test_list_keys_with_prefix(self, storage: Storage) -> None:
+        for key in ["a/1.webp", "a/2.webp", "ab/3.webp", "b/4.webp", "top.webp"]:
+            storage.put(key, b"x", "image/webp")
+        assert storage.list_keys() == ["a/1.webp", "a/2.webp", "ab/3.webp", "b/4.webp", "top.webp"]
+        assert storage.list_keys("a/") == ["a/1.webp", "a/2.webp"]
+        assert storage.list_keys("a") == ["a/1.webp", "a/2.webp", "ab/3.webp"]
+        assert storage.list_keys("b/4") == ["b/4.webp"]
+        assert storage.list_keys("t") == ["top.webp"]
+        assert storage.list_keys("zzz") == []
+
+    @pytest.mark.parametrize("key", BAD_KEYS, ids=repr)
+    def test_every_method_refuses_bad_keys(self, storage: Storage, key: str) -> None:
+        calls = [
+            lambda: storage.put(key, b"x", "image/webp"),
+            lambda: storage.get(key),
+            lambda: storage.iter_chunks(key),
+            lambda: storage.stat(key),
+            lambda: storage.exists(key),
+            lambda: storage.delete(key),
+            lambda: storage.public_url(key),
+        ]
+        for call in calls:
+            with pytest.raises(ValueError):
+                call()
+        assert storage.list_keys() == []
+
+    def test_public_url_none_without_public_base(self, storage: Storage) -> None:
+        storage.put("p/a.webp", b"x", "image/webp")
+        assert storage.public_url("p/a.webp") is None
+
+    def test_check_passes(self, storage: Storage) -> None:
+        storage.check()
+        assert storage.list_keys() == []  # check leaves nothing behind
+
+    def test_concurrent_puts_of_one_key_leave_one_complete_object(self, storage: Storage) -> None:
+        payloads = [bytes([i]) * (MiB + i) for i in range(8)]
+        seen: list[bytes | None] = []
+        done = threading.Event()
+        errors: list[BaseException] = []
+
+        def writer(data: bytes) -> None:
+            try:
+                for _ in range(3):
+                    storage.put("race/img.webp", data, "image/webp")
+            except BaseException as exc:
+                errors.append(exc)
+
+        def reader() -> None:
+            while not done.is_set():
+                obj = storage.get("race/img.webp")
+                seen.append(None if obj is None else obj.data)
+
+        reading = threading.Thread(target=reader)
+        reading.start()
+        writers = [threading.Thread(target=writer, args=(p,)) for p in payloads]
+        for t in writers:
+            t.start()
+        for t in writers:
+            t.join()
+        done.set()
+        reading.join()
+
+        assert errors == []
+        final = storage.get("race/img.webp")
+        assert final is not None and final.data in payloads
+        assert final.size == len(final.data)
+        assert storage.list_keys() == ["race/img.webp"]
+        assert seen, "the reader never ran"
+        assert all(d is None or d in payloads for d in seen), "a reader saw a partial object"
+
+
+# --------------------------------------------------------------------------- local files
+
+
+class TestLocalStorage(StorageContract):
+    @pytest.fixture
+    def storage(self, tmp_path: Path) -> LocalStorage:
+        storage = open_storage((tmp_path / "images").as_uri(), make_settings())
+        assert isinstance(storage, LocalStorage)
+        return storage
+
+    def test_put_leaves_no_temp_files(self, storage: LocalStorage) -> None:
+        storage.put("a/b/c.webp", b"data", "image/webp")
+        storage.put("a/b/c.webp", b"data2", "image/webp")
+        assert sorted(os.listdir(storage.root / "a" / "b")) == ["c.webp"]
+        assert (storage.root / "a" / "b" / "c.webp").read_bytes() == b"data2"
+
+    def test_failed_put_cleans_up_and_keeps_old_object(self, storage: LocalStorage) -> None:
+        storage.put("f.webp", b"old", "image/webp")
+        with pytest.raises(TypeError):
+            storage.put("f.webp", object(), "image/webp")  # type: ignore[arg-type]
+        assert os.listdir(storage.root) == ["f.webp"]
+        assert (storage.root / "f.webp").read_bytes() == b"old"
+
+    def test_list_keys_skips_writes_in_progress(self, storage: LocalStorage) -> None:
+        storage.put("a/x.webp", b"x", "image/webp")
+        (storage.root / "a" / ".tmp-deadbeef.part").write_bytes(b"partial")
+        assert storage.list_keys() == ["a/x.webp"]
+
+    def test_files_honour_umask(self, storage: LocalStorage) -> None:
+        umask = os.umask(0o022)
+        try:
+            storage.put("m.webp", b"x", "image/webp")
+        finally:
+            os.umask(umask)
+        assert (storage.root / "m.webp").stat().st_mode & 0o777 == 0o644
+
+    def test_symlink_out_of_root_is_refused(self, storage: LocalStorage, tmp_path: Path) -> None:
+        outside = tmp_path / "outside"
+        outside.mkdir()
+        storage.root.mkdir()
+        (storage.root / "link").symlink_to(outside, target_is_directory=True)
+        with pytest.raises(ValueError, match="escapes"):
+            storage.put("link/x.webp", b"x", "image/webp")
+        with pytest.raises(ValueError, match="escapes"):
+            storage.get("link/x.webp")
+        assert list(outside.iterdir()) == []
+
+    def test_key_under_an_object_is_a_storage_error(self, storage: LocalStorage) -> None:
+        storage.put("a.webp", b"x", "image/webp")
+        with pytest.raises(StorageError, match="cannot write"):
+            storage.put("a.webp/b.webp", b"y", "image/webp")
+
+    def test_public_url_is_none_even_with_public_base(self, tmp_path: Path) -> None:
+        settings = make_settings(public_storage_base_url="https://cdn.example.com")
+        storage = open_storage(tmp_path.as_uri(), settings)
+        assert storage.public_url("a/b.webp") is None
+
+    def test_check_creates_missing_root(self, storage: LocalStorage) -> None:
+        assert not storage.root.exists()
+        storage.check()
+        assert storage.root.is_dir()
+        assert os.listdir(storage.root) == []
+
+    def test_check_fails_when_parent_missing(self, tmp_path: Path) -> None:
+        url = (tmp_path / "not-mounted" / "images").as_uri()
+        storage = open_storage(url, make_settings(storage_url=url))
+        with pytest.raises(StorageError, match="no parent directory") as info:
+            storage.check()
+        assert "IMGBATCH_STORAGE_URL" in str(info.value) and "\n" not in str(info.value)
+        assert not (tmp_path / "not-mounted").exists()
+
+    def test_check_names_data_dir_for_the_default_location(self, tmp_path: Path) -> None:
+        settings = make_settings(data_dir=tmp_path / "missing-data")
+        storage = open_storage(settings.resolved_storage_url, settings)
+        with pytest.raises(StorageError, match="IMGBATCH_DATA_DIR"):
+            storage.check()
+
+    def test_check_fails_when_root_is_a_file(self, tmp_path: Path) -> None:
+        (tmp_path / "file").write_bytes(b"")
+        storage = open_storage((tmp_path / "file").as_uri(), make_settings())
+        with pytest.raises(StorageError, match="not a directory"):
+            storage.check()
+
+    def test_check_fails_on_a_directory_nobody_can_write(self) -> None:
+        # Even root cannot create files in /proc, so this runs in containers too.
+        with pytest.raises(StorageError, match=r"not writable.*IMGBATCH_STORAGE_URL=file:///proc"):
+            open_storage("file:///proc", make_settings()).check()
+
+
+# --------------------------------------------------------------------------- S3 on moto
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    server = start_s3_server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Dummy credentials and the moto endpoint in this process's environment."""
+    for name in SCRUBBED_AWS_VARS:
+        monkeypatch.delenv(name, raising=False)
+    env = dummy_s3_env(s3_server.endpoint_url)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+@pytest.fixture
+def bucket(s3_server: S3Server, s3_env: dict[str, str]) -> str:
+    name = f"t-{uuid.uuid4().hex[:16]}"
+    s3_server.create_bucket(name)
+    return name
+
+
+class TestS3Storage(StorageContract):
+    @pytest.fixture(params=["", "tenant/images"], ids=["no-prefix", "prefix"])
+    def storage(self, request: pytest.FixtureRequest, bucket: str) -> Iterator[S3Storage]:
+        storage = open_storage(f"s3://{bucket}/{request.param}", make_settings())
+        assert isinstance(storage, S3Storage)
+        yield storage
+        storage.close()
+
+    def test_put_sets_headers_and_prefix(self, storage: S3Storage, s3_server: S3Server) -> None:
+        storage.put("a/b.webp", b"x", "image/webp")
+        full = f"{storage.prefix}/a/b.webp" if storage.prefix else "a/b.webp"
+        head = s3_server.client().head_object(Bucket=storage.bucket, Key=full)
+        assert head["CacheControl"] == CACHE_CONTROL
+        assert head["ContentType"] == "image/webp"
+
+    def test_public_url_with_public_base(self, storage: S3Storage) -> None:
+        settings = make_settings(public_storage_base_url="https://cdn.example.com/assets/")
+        public = open_storage(storage.url, settings)
+        full = f"{storage.prefix}/a/b.webp" if storage.prefix else "a/b.webp"
+        assert public.public_url("a/b.webp") == f"https://cdn.example.com/assets/{full}"
+
+    def test_prefixes_are_isolated(self, bucket: str) -> None:
+        one = open_storage(f"s3://{bucket}/one", make_settings())
+        two = open_storage(f"s3://{bucket}/two", make_settings())
+        one.put("x.webp", b"1", "image/webp")
+        two.put("x.webp", b"2", "image/webp")
+        assert one.list_keys() == ["x.webp"]
+        obj = one.get("x.webp")
+        assert obj is not None and obj.data == b"1"
+        root = open_storage(f"s3://{bucket}", make_settings())
+        assert root.list_keys() == ["one/x.webp", "two/x.webp"]
+
+    def test_check_reports_missing_bucket(self, s3_env: dict[str, str]) -> None:
+        storage = open_storage("s3://no-such-bucket-here/p", make_settings())
+        with pytest.raises(StorageError, match="does not exist") as info:
+            storage.check()
+        message = str(info.value)
+        assert "no-such-bucket-here" in message and "IMGBATCH_STORAGE_URL" in message
+        assert "\n" not in message
+
+    def test_put_does_not_create_the_bucket(
+        self, s3_env: dict[str, str], s3_server: S3Server
+    ) -> None:
+        storage = open_storage("s3://never-created-bucket", make_settings())
+        with pytest.raises(StorageError):
+            storage.put("a.webp", b"x", "image/webp")
+        names = [b["Name"] for b in s3_server.client().list_buckets()["Buckets"]]
+        assert "never-created-bucket" not in names
+
+    def test_check_reports_unreachable_endpoint(self, s3_env: dict[str, str]) -> None:
+        import socket
+
+        with socket.socket() as sock:  # a port nobody listens on
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        settings = make_settings(s3_endpoint_url=f"http://127.0.0.1:{port}")
+        with pytest.raises(StorageError, match="IMGBATCH_S3_ENDPOINT_URL"):
+            open_storage("s3://any-bucket", settings).check()
+
+    def test_settings_win_over_aws_variables(
+        self, bucket: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # would fail if used
+        monkeypatch.setenv("AWS_REGION", "eu-west-3")
+        storage = open_storage(f"s3://{bucket}", make_settings())
+        assert isinstance(storage, S3Storage) and storage.region == "us-east-1"
+        storage.put("a.webp", b"x", "image/webp")
+        assert storage.exists("a.webp")
+
+    def test_falls_back_to_aws_variables(
+        self, bucket: str, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        for name in list(os.environ):
+            if name.startswith("IMGBATCH_S3_"):
+                monkeypatch.delenv(name)
+        monkeypatch.setenv("AWS_REGION", "us-east-1")
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-3")  # AWS_REGION wins
+        storage = open_storage(f"s3://{bucket}", make_settings())
+        assert isinstance(storage, S3Storage)
+        assert (storage.endpoint_url, storage.region) == (s3_server.endpoint_url, "us-east-1")
+        storage.put("a.webp", b"x", "image/webp")
+        obj = storage.get("a.webp")
+        assert obj is not None and obj.data == b"x"
+
+    @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+    def test_forked_child_gets_its_own_client(self, storage: S3Storage) -> None:
+        storage.put("f.webp", b"forked", "image/webp")
+        parent_client = storage._client
+        pid = os.fork()
+        if pid == 0:  # child: never return into pytest
+            code = 1
+            try:
+                obj = storage.get("f.webp")
+                fresh = storage._client is not parent_client
+                code = 0 if fresh and obj is not None and obj.data == b"forked" else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert storage._client is parent_client
