@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .context import Context
+from .signing import InvalidSecret, signer_for
 
 
 class ConfigError(Exception):
@@ -27,6 +28,10 @@ def check_backends(ctx: Context) -> None:
         ctx.storage.check()
     except Exception as exc:
         raise ConfigError(_first_line(exc)) from None
+    try:
+        signer_for(s.webhook_secret)
+    except InvalidSecret as exc:
+        raise ConfigError(f"IMGBATCH_WEBHOOK_SECRET: {_first_line(exc)}") from None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -24,9 +24,6 @@ from .csvfile import ProductRow
 from .db import Database
 from .models import Image, Product, Request, utcnow
 
-BATCH = 2000  # rows per bulk statement; SQLite allows 32766 bound parameters
-
-
 @dataclass(frozen=True)
 class ClaimedImage:
     """What a worker needs to process one image, read in the claiming transaction."""
@@ -71,43 +68,47 @@ def create_request(
             )
         )
         session.flush()
-        product_ids: list[int] = []
-        for start in range(0, len(products), BATCH):
-            chunk = products[start : start + BATCH]
-            rows = [
+        # Plain executemany (no RETURNING): SQLite would need one statement per row to
+        # return ids in order, so ids are read back with one SELECT per table instead.
+        session.execute(
+            insert(Product.__table__),
+            [
                 {
                     "request_id": request_id,
-                    "position": start + offset,
+                    "position": position,
                     "row": p.row,
                     "serial_number": p.serial_number,
                     "name": p.product_name,
                 }
-                for offset, p in enumerate(chunk)
-            ]
-            result = session.execute(
-                insert(Product).returning(Product.id, sort_by_parameter_order=True), rows
-            )
-            product_ids.extend(result.scalars().all())
-        image_rows = [
-            {
-                "request_id": request_id,
-                "product_id": product_id,
-                "position": position,
-                "input_url": url,
-                "status": st.PENDING,
-                "attempts": 0,
-                "enqueued_at": now,
-            }
-            for product_id, product in zip(product_ids, products, strict=True)
-            for position, url in enumerate(product.urls)
-        ]
-        image_ids: list[int] = []
-        for start in range(0, len(image_rows), BATCH):
-            result = session.execute(
-                insert(Image).returning(Image.id, sort_by_parameter_order=True),
-                image_rows[start : start + BATCH],
-            )
-            image_ids.extend(result.scalars().all())
+                for position, p in enumerate(products)
+            ],
+        )
+        product_ids = session.execute(
+            select(Product.id).where(Product.request_id == request_id).order_by(Product.position)
+        ).scalars().all()
+        session.execute(
+            insert(Image.__table__),
+            [
+                {
+                    "request_id": request_id,
+                    "product_id": product_id,
+                    "position": position,
+                    "input_url": url,
+                    "status": st.PENDING,
+                    "attempts": 0,
+                    "enqueued_at": now,
+                }
+                for product_id, product in zip(product_ids, products, strict=True)
+                for position, url in enumerate(product.urls)
+            ],
+        )
+        image_ids = list(
+            session.execute(
+                select(Image.id)
+                .where(Image.request_id == request_id)
+                .order_by(Image.product_id, Image.position)
+            ).scalars()
+        )
     return image_ids
 
 

@@ -44,4 +44,5 @@ def setup_logging(fmt: str = "text", level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    logging.getLogger("huey").setLevel(logging.WARNING)
+    for noisy in ("huey", "alembic", "botocore", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

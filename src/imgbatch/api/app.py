@@ -1,0 +1,37 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+
+from .. import __version__
+from ..config import Settings, get_settings
+from ..context import Context
+from ..web import router as web_router
+from .errors import install_error_handlers
+from .routes import router
+from .security import ApiKeys
+from .webhook_routes import router as webhook_router
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="imgbatch",
+        version=__version__,
+        description="Bulk product-image compression: CSV in, compressed images and an output CSV out.",
+    )
+    app.state.settings = settings
+    app.state.ctx = Context(settings)
+    app.state.api_keys = ApiKeys(settings.load_api_keys())
+    if not app.state.api_keys.enabled:
+        log.warning("no IMGBATCH_API_KEYS configured: the API is open to anyone who can reach it")
+    install_error_handlers(app)
+    app.include_router(router)
+    app.include_router(webhook_router)
+    app.include_router(web_router)
+    return app

@@ -1,0 +1,122 @@
+"""Read models: the status document and the output CSV rows, straight from the ledger."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import select
+
+from . import ledger
+from . import statuses as st
+from .context import Context
+from .csvfile import OutputRow
+from .errors import ApiError
+from .models import Image, Product, Request
+from .webhook_reads import webhook_summary
+
+PAGE = 1000  # products read per query when streaming the output CSV
+
+
+def get_request(ctx: Context, request_id: str, owner: str | None) -> Request:
+    """The request, or a 404 — also when it belongs to another API key (ids cannot be probed)."""
+    if len(request_id) > 64:
+        raise ApiError(404, "not_found", "no such request")
+    with ctx.db.session() as session:
+        request = session.get(Request, request_id)
+    if request is None or (owner is not None and request.owner != owner):
+        raise ApiError(404, "not_found", "no such request")
+    return request
+
+
+def _products_page(
+    ctx: Context, request_id: str, offset: int, limit: int
+) -> list[tuple[Product, list[Image]]]:
+    with ctx.db.session() as session:
+        products = list(
+            session.execute(
+                select(Product)
+                .where(Product.request_id == request_id)
+                .order_by(Product.position)
+                .offset(offset)
+                .limit(limit)
+            ).scalars()
+        )
+        if not products:
+            return []
+        images = session.execute(
+            select(Image)
+            .where(Image.product_id.in_([p.id for p in products]))
+            .order_by(Image.product_id, Image.position)
+        ).scalars()
+        by_product: dict[int, list[Image]] = {p.id: [] for p in products}
+        for image in images:
+            by_product[image.product_id].append(image)
+    return [(p, by_product[p.id]) for p in products]
+
+
+def _iso(value: Any) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def status_document(
+    ctx: Context, request: Request, offset: int = 0, limit: int = 1000
+) -> dict[str, Any]:
+    with ctx.db.session() as session:
+        counts = ledger.image_counts(session, request.id)
+        webhook = webhook_summary(session, request, ctx.settings.webhook_url)
+    progress = st.progress_from_counts(counts)
+    products = []
+    for product, images in _products_page(ctx, request.id, offset, limit):
+        products.append(
+            {
+                "serial_number": product.serial_number,
+                "product_name": product.name,
+                "status": st.derive_status(i.status for i in images),
+                "input_urls": [i.input_url for i in images],
+                "output_urls": [i.output_url if i.status == st.DONE else None for i in images],
+                "errors": [
+                    {
+                        "input_url": i.input_url,
+                        "position": i.position,
+                        "code": i.error_code,
+                        "message": i.error_message,
+                    }
+                    for i in images
+                    if i.status == st.FAILED
+                ],
+            }
+        )
+    finished = request.status in st.FINAL
+    base = ctx.settings.resolved_public_base_url
+    return {
+        "request_id": request.id,
+        "status": request.status,
+        "created_at": _iso(request.created_at),
+        "updated_at": _iso(request.updated_at),
+        "completed_at": _iso(request.completed_at),
+        "progress": progress.as_dict(),
+        "products_total": request.product_count,
+        "offset": offset,
+        "limit": limit,
+        "products": products,
+        "output_csv_url": f"{base}/api/requests/{request.id}/output.csv" if finished else None,
+        **({"webhook": webhook} if webhook is not None else {}),
+    }
+
+
+def iter_output_rows(ctx: Context, request_id: str) -> Iterator[OutputRow]:
+    """Every product in input order, read a page at a time."""
+    offset = 0
+    while True:
+        page = _products_page(ctx, request_id, offset, PAGE)
+        if not page:
+            return
+        for product, images in page:
+            yield OutputRow(
+                serial_number=product.serial_number,
+                product_name=product.name,
+                input_urls=[i.input_url for i in images],
+                output_urls=[i.output_url if i.status == st.DONE else None for i in images],
+            )
+        offset += PAGE
