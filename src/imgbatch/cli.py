@@ -13,6 +13,10 @@ import typer
 
 from .config import Settings
 
+# uvicorn's httptools parser has no limit on the request head (10 MB of headers
+# were accepted); h11 refuses a head that grows past this while it is incomplete.
+MAX_REQUEST_HEAD = 64 * 1024
+
 app = typer.Typer(
     help="imgbatch: bulk product-image compression. CSV in, compressed images and an output CSV out.",
     no_args_is_help=True,
@@ -32,9 +36,11 @@ def _prepare(settings: Settings) -> None:
     from .context import Context
     from .db import upgrade
     from .logs import setup_logging
+    from .metrics import setup_multiprocess
 
     setup_logging(settings.log_format, settings.log_level)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    setup_multiprocess(settings.data_dir)  # before any metric is touched, before workers fork
     try:
         upgrade(settings.resolved_database_url)
         check_backends(Context(settings))
@@ -106,6 +112,8 @@ def serve(
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=10,
+            http="h11",
+            h11_max_incomplete_event_size=MAX_REQUEST_HEAD,
         )
     finally:
         if worker is not None:
@@ -117,13 +125,17 @@ def worker(
     concurrency: Annotated[
         int | None, typer.Option(help="Image jobs run at once (processes). Default: one per core.")
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve this node's Prometheus counters on IMGBATCH_HOST:PORT/metrics."),
+    ] = None,
 ) -> None:
-    """Run image workers, the webhook sender and the recovery sweep (no HTTP)."""
+    """Run image workers, the webhook sender and the recovery sweep (no HTTP API)."""
     from .worker import run_worker
 
     settings = _settings()
     _prepare(settings)
-    run_worker(settings, concurrency)
+    run_worker(settings, concurrency, metrics_port=metrics_port)
 
 
 @app.command()

@@ -10,12 +10,12 @@ from .context import Context
 from .csvfile import CsvLimits, CsvRejected, parse_products
 from .errors import ApiError, ImageFailure
 from .fetch import check_webhook_url
-from .imaging import FORMATS
+from .imaging import TARGETS
 from .ledger import create_request
 
 log = logging.getLogger(__name__)
 
-OUTPUT_FORMATS = ("keep", *FORMATS)
+OUTPUT_FORMATS = TARGETS  # what imaging.compress can write
 
 
 @dataclass(frozen=True)

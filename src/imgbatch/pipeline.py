@@ -39,7 +39,15 @@ def process_image(ctx: Context, image_id: int) -> str | None:
             format=claimed.output_format,
             max_pixels=ctx.settings.max_pixels,
         )
-        result = imaging.compress(fetched.data, options)
+        try:
+            result = imaging.compress(fetched.data, options)
+        except MemoryError:
+            # The worker's RLIMIT_AS (IMGBATCH_WORKER_MAX_RSS_MB) stopped the decode.
+            raise ImageFailure(
+                "too_many_pixels",
+                "decoding this image needs more memory than a worker may use "
+                f"({ctx.settings.worker_max_rss_mb} MB)",
+            ) from None
         key = output_key(claimed, result.extension)
         try:
             ctx.storage.put(key, result.data, result.content_type)

@@ -11,6 +11,10 @@ from ..config import Settings, get_settings
 from ..context import Context
 from ..web import router as web_router
 from .errors import install_error_handlers
+from .metrics_route import router as metrics_router
+from .middleware import install_middleware
+from .ratelimit import TokenBuckets
+from .responses import error_responses
 from .routes import router
 from .security import ApiKeys
 from .webhook_routes import router as webhook_router
@@ -30,8 +34,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.api_keys = ApiKeys(settings.load_api_keys())
     if not app.state.api_keys.enabled:
         log.warning("no IMGBATCH_API_KEYS configured: the API is open to anyone who can reach it")
+    app.state.upload_buckets = TokenBuckets(settings.upload_rate_limit)
     install_error_handlers(app)
+    install_middleware(app, settings)
     app.include_router(router)
-    app.include_router(webhook_router)
+    app.include_router(webhook_router, responses=error_responses(401, 404, 409))
     app.include_router(web_router)
+    app.include_router(metrics_router)
     return app

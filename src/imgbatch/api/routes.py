@@ -16,6 +16,8 @@ from ..errors import ApiError
 from ..intake import accept_upload, parse_format, parse_quality, validate_webhook_url
 from ..reports import get_request, iter_output_rows, status_document
 from ..storage import validate_key
+from .ratelimit import limit_uploads
+from .responses import UPLOAD_BODY, UploadAccepted, error_responses
 from .security import require_owner
 
 router = APIRouter()
@@ -59,7 +61,8 @@ async def _csv_and_fields(request: Request, max_csv: int) -> tuple[bytes, dict[s
         data = await upload.read()
         if len(data) > max_csv:
             raise ApiError(413, "too_large", f"the CSV is larger than {max_csv} bytes")
-        fields = {k: v for k, v in form.items() if isinstance(v, str)}
+        # Options may come as query parameters too (as with a text/csv body); form fields win.
+        fields = {**request.query_params, **{k: v for k, v in form.items() if isinstance(v, str)}}
         return data, fields
     if content_type in CSV_TYPES:
         data = await _read_capped(request, max_csv)
@@ -71,7 +74,15 @@ async def _csv_and_fields(request: Request, max_csv: int) -> tuple[bytes, dict[s
     )
 
 
-@router.post("/api/upload", status_code=202, tags=["requests"])
+@router.post(
+    "/api/upload",
+    status_code=202,
+    tags=["requests"],
+    dependencies=[Depends(limit_uploads)],
+    response_model=UploadAccepted,
+    responses=error_responses(400, 401, 413, 415, 422, 429),
+    openapi_extra=UPLOAD_BODY,
+)
 async def upload(request: Request, owner: Owner) -> JSONResponse:
     """Upload a product CSV. Optional fields: webhook_url, quality (1–100), format."""
     ctx = _ctx(request)
@@ -100,12 +111,12 @@ async def upload(request: Request, owner: Owner) -> JSONResponse:
     )
 
 
-@router.get("/api/status/{request_id}", tags=["requests"])
+@router.get("/api/status/{request_id}", tags=["requests"], responses=error_responses(400, 401, 404))
 async def status(
     request: Request,
     request_id: str,
     owner: Owner,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,  # past a 64-bit int SQL fails
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> dict[str, Any]:
     """Progress of a request; `products` is paginated with offset/limit, progress never is."""
@@ -114,7 +125,15 @@ async def status(
     return await run_in_threadpool(status_document, ctx, req, offset, limit)
 
 
-@router.get("/api/requests/{request_id}/output.csv", tags=["requests"])
+@router.get(
+    "/api/requests/{request_id}/output.csv",
+    tags=["requests"],
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"text/csv": {"schema": {"type": "string"}}}, "description": "The CSV."},
+        **error_responses(401, 404, 409),
+    },
+)
 async def output_csv(request: Request, request_id: str, owner: Owner) -> StreamingResponse:
     """The input columns plus "Output Image Urls", in input order; 409 until the request is finished."""
     ctx = _ctx(request)
@@ -129,7 +148,20 @@ async def output_csv(request: Request, request_id: str, owner: Owner) -> Streami
     )
 
 
-@router.api_route("/files/{key:path}", methods=["GET", "HEAD"], tags=["files"])
+_FILE_DOCS: dict[str, Any] = {
+    "tags": ["files"],
+    "response_class": Response,
+    "responses": {
+        200: {"content": {"image/*": {"schema": {"type": "string", "format": "binary"}}}},
+        **error_responses(404),
+    },
+}
+
+
+# A route per method (one GET+HEAD route documents one operation id twice); GET is
+# registered first so a 405 on this path lists it.
+@router.head("/files/{key:path}", include_in_schema=False)
+@router.get("/files/{key:path}", **_FILE_DOCS)
 async def files(request: Request, key: str) -> Response:
     """Stored images, streamed from the blob store (links are shareable but unguessable)."""
     ctx = _ctx(request)
@@ -154,13 +186,17 @@ async def files(request: Request, key: str) -> Response:
     return StreamingResponse(chunks, media_type=info.content_type, headers=headers)
 
 
-@router.get("/healthz", tags=["health"])
+@router.get("/healthz", tags=["health"], responses=error_responses())
 async def healthz() -> dict[str, str]:
     """The process is alive."""
     return {"status": "ok"}
 
 
-@router.get("/readyz", tags=["health"])
+@router.get(
+    "/readyz",
+    tags=["health"],
+    responses={503: {"description": "A backend is unreachable (same body)."}, **error_responses()},
+)
 async def readyz(request: Request) -> JSONResponse:
     """Database and queue reachable."""
     ctx = _ctx(request)

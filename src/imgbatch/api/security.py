@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ..errors import ApiError
 
@@ -50,7 +52,17 @@ def _unauthorized(message: str) -> ApiError:
     return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
 
 
-def require_owner(request: Request) -> str | None:
+# Declares the bearer scheme in the OpenAPI document (and /docs' "Authorize" button);
+# the header itself is checked by `ApiKeys.owner_for`.
+_bearer = HTTPBearer(
+    auto_error=False, description="An API key; required when the service has IMGBATCH_API_KEYS."
+)
+
+
+def require_owner(
+    request: Request,
+    _documented: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None,
+) -> str | None:
     """FastAPI dependency: the owner id of the caller (None when the service runs open)."""
     keys: ApiKeys = request.app.state.api_keys
     return keys.owner_for(request.headers.get("authorization"))

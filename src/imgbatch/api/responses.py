@@ -1,0 +1,113 @@
+"""OpenAPI declarations: the error body, each route's documented error statuses, the upload body.
+
+Only documentation: the answers themselves are built by `api.errors`. Keeping
+the document honest lets clients generate code from it and lets the fuzz test
+(tests/test_api_fuzz.py) hold the service to it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from ..intake import OUTPUT_FORMATS
+
+
+class ErrorDetail(BaseModel):
+    row: int | None = None
+    column: str | None = None
+    field: str | None = None
+    message: str
+
+
+class ErrorInfo(BaseModel):
+    code: str = Field(description="Stable machine-readable code, e.g. `too_large`.")
+    message: str
+    details: list[ErrorDetail] = Field(default_factory=list)
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx/5xx answer of the API."""
+
+    error: ErrorInfo
+
+
+class UploadAccepted(BaseModel):
+    request_id: str
+    status: str
+    status_url: str
+    products: int
+    images: int
+
+
+_MEANINGS = {
+    400: "Malformed request: bad parameters, multipart body or CSV syntax.",
+    401: "Missing or invalid API key (only when API keys are configured).",
+    404: "No such resource, or it belongs to another API key.",
+    409: "The request is not in a state that allows this yet.",
+    413: "The upload or the CSV exceeds a size or row limit.",
+    415: "Not a CSV: unsupported content type, binary data or an archive.",
+    422: "The CSV or a field is well-formed but invalid (every problem listed).",
+    429: "Too many uploads; retry after the number of seconds in Retry-After.",
+    431: "Request headers are too many or too large.",
+}
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route: each status with the error body (and 429's Retry-After)."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for status in (*statuses, 431):
+        entry: dict[str, Any] = {"model": ErrorBody, "description": _MEANINGS[status]}
+        if status == 429:
+            entry["headers"] = _RETRY_AFTER
+        out[status] = entry
+    return out
+
+
+_FORM_FIELDS: dict[str, Any] = {
+    "webhook_url": {
+        "type": "string",
+        "format": "uri",
+        "pattern": "^https?://",
+        "maxLength": 2048,
+        "description": "http(s) URL that receives a signed `request.completed` event.",
+    },
+    "quality": {"type": "integer", "minimum": 1, "maximum": 100},
+    "format": {"type": "string", "enum": [*OUTPUT_FORMATS, "jpg"]},
+}
+
+UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "The product CSV (UTF-8): S. No., Product Name, "
+                            "Input Image Urls.",
+                        },
+                        **_FORM_FIELDS,
+                    },
+                }
+            },
+            "text/csv": {"schema": {"type": "string", "description": "The CSV as the raw body."}},
+        },
+    },
+    "parameters": [
+        {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "description": "Also accepted as a multipart form field (which wins).",
+            "schema": schema,
+        }
+        for name, schema in _FORM_FIELDS.items()
+    ],
+}
