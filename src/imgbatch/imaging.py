@@ -29,6 +29,7 @@ from typing import Any
 from PIL import AvifImagePlugin, ExifTags, Image, ImageCms
 
 from imgbatch.errors import ImageFailure
+from imgbatch.metadata import strip_metadata
 
 FORMATS = ("jpeg", "png", "webp", "gif", "avif")
 TARGETS = ("keep", "jpeg", "webp", "png", "avif")
@@ -220,6 +221,7 @@ class _Context:
     icc_profile: bytes | None = None
     encoded: bytes | None = None
     kept_original: bool = False
+    oriented: bool = False  # the EXIF orientation tag asked for a rotation or flip
 
     @property
     def im(self) -> Image.Image:
@@ -294,6 +296,7 @@ def _orient(ctx: _Context) -> None:
     if method is None:
         return
     ctx.image = ctx.im.transpose(method)
+    ctx.oriented = True
 
 
 @cache
@@ -420,7 +423,10 @@ def _encode(ctx: _Context) -> None:
 def _never_larger(ctx: _Context) -> None:
     if ctx.encoded is not None and len(ctx.encoded) < len(ctx.data):
         return
-    ctx.encoded, ctx.kept_original = ctx.data, True
+    # Keep the original pixels, but not its EXIF/XMP/comments (GPS, serial numbers) —
+    # unless the EXIF orientation is what makes it display upright.
+    kept = ctx.data if ctx.oriented else strip_metadata(ctx.data, ctx.source)
+    ctx.encoded, ctx.kept_original = kept, True
 
 
 _PIPELINE: tuple[Callable[[_Context], None], ...] = (
