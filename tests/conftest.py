@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from support.backends import scaleout_env
 from support.imageserver import ImageServer
+from support.s3server import SCRUBBED_AWS_VARS, S3Server, start_s3_server
 from support.service import Service
 
 
@@ -56,12 +59,32 @@ def image_server(image_dir: Path) -> Iterator[ImageServer]:
         yield server
 
 
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[Service]:
-    """An embedded-default imgbatch (SQLite, local files, SQLite queue) with one worker process."""
-    svc = Service(tmp_path / "data")
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """One moto S3 server for the session; tests create a fresh bucket each."""
+    server = start_s3_server()
     try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["embedded", pytest.param("scaleout", marks=pytest.mark.scaleout)])
+def service(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Service]:
+    """imgbatch as an API process plus one worker process, in either shape:
+
+    - embedded: SQLite ledger, SQLite queue, local files (the defaults);
+    - scaleout: a fresh PostgreSQL database, a Redis queue, a fresh bucket on moto S3.
+    """
+    with contextlib.ExitStack() as stack:
+        env = None
+        if request.param == "scaleout":
+            for name in SCRUBBED_AWS_VARS:  # never real AWS credentials or config
+                monkeypatch.delenv(name, raising=False)
+            env = stack.enter_context(scaleout_env(request.getfixturevalue("s3_server")))
+        svc = Service(tmp_path / "data", env=env)
+        stack.callback(svc.stop)  # before the database is dropped
         svc.start(workers=1, concurrency=2)
         yield svc
-    finally:
-        svc.stop()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 from datetime import UTC, datetime
+from types import TracebackType
 
 _CONTEXT_FIELDS = ("request_id", "image_id", "delivery_id", "event_id")
 
@@ -46,3 +48,20 @@ def setup_logging(fmt: str = "text", level: str = "INFO") -> None:
     root.setLevel(level.upper())
     for noisy in ("huey", "alembic", "botocore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if fmt == "json":
+        # Warnings and uncaught exceptions go through the handler too, so that every line
+        # on stderr stays one JSON object (a text traceback would break log shippers).
+        logging.captureWarnings(True)
+        sys.excepthook = _log_uncaught
+        threading.excepthook = lambda args: _log_uncaught(
+            args.exc_type, args.exc_value, args.exc_traceback  # type: ignore[arg-type]
+        )
+
+
+def _log_uncaught(
+    exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
+) -> None:
+    if issubclass(exc_type, KeyboardInterrupt):
+        sys.__excepthook__(exc_type, exc, tb)
+        return
+    logging.getLogger("imgbatch").critical("uncaught exception", exc_info=(exc_type, exc, tb))

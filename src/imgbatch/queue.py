@@ -13,12 +13,16 @@ the SQLite queue runs with `synchronous=NORMAL`.
 from __future__ import annotations
 
 import logging
+import os
+import threading
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 from huey import Huey, RedisHuey
 from huey.consumer import Consumer
+from huey.contrib.sql_huey import SqlStorage
 from huey.storage import SqliteStorage
 
 log = logging.getLogger(__name__)
@@ -31,8 +35,33 @@ class QueueError(Exception):
     """The queue backend is misconfigured or unreachable."""
 
 
+def _reset_in_forked_child(storage: Any) -> None:
+    """Make a forked child open its own connection instead of using its parent's.
+
+    Huey's consumer closes the storage before it forks its workers, but it forks
+    again later (restarting a dead worker) while the sweeper thread may hold a
+    connection or a lock; a child must never share a socket or inherit a held lock.
+    """
+    ref = weakref.ref(storage)
+
+    def reset() -> None:
+        alive = ref()
+        if alive is not None:
+            alive.forget_connection()
+
+    os.register_at_fork(after_in_child=reset)
+
+
 class _SqliteStorage(SqliteStorage):
     """Huey's SQLite storage with `synchronous=NORMAL` and a bulk enqueue."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _reset_in_forked_child(self)
+
+    def forget_connection(self) -> None:
+        self._conn = None
+        self.lock = threading.Lock()
 
     def _create_connection(self) -> Any:
         conn = super()._create_connection()
@@ -51,41 +80,101 @@ class _SqliteHuey(Huey):
     storage_class = _SqliteStorage
 
 
+_PG_SCHEMA_LOCK = 0x68756579  # "huey": serialises table creation by workers starting at once
+
+
+class _PgStorage(SqlStorage):
+    """Huey's SQL storage on PostgreSQL through peewee + psycopg 3 (`FOR UPDATE SKIP LOCKED`).
+
+    Its tables are named `huey_*` so the queue can share the ledger's database;
+    they are created under an advisory lock (concurrent `CREATE TABLE IF NOT
+    EXISTS` races in PostgreSQL); a forked child opens its own connection.
+    """
+
+    def __init__(self, name: str, database: Any, **kwargs: Any) -> None:
+        super().__init__(name, database=database, **kwargs)
+        _reset_in_forked_child(self)
+
+    def forget_connection(self) -> None:
+        self.database._state.reset()
+        self.database._lock = threading.Lock()
+
+    def create_models(self) -> Any:
+        kv, schedule, task, counter = super().create_models()
+        for model in (kv, schedule, task, counter):
+            model._meta.set_table_name("huey_" + model._meta.table_name)
+        # Huey's index object was bound to the old table name: build it again.
+        task._meta.indexes = [i for i in task._meta.indexes if isinstance(i, tuple)]
+        task.add_index(task.priority.desc(), task.id)
+        return kv, schedule, task, counter
+
+    def create_tables(self) -> None:
+        with self.database, self.database.atomic():
+            self.database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_PG_SCHEMA_LOCK,))
+            self.database.create_tables([self.KV, self.Schedule, self.Task, self.Counter])
+
+    def enqueue_many(self, messages: Sequence[bytes]) -> None:
+        self.check_conn()
+        with self.atomic():
+            self.Task.insert_many(
+                [{"queue": self.name, "data": m, "priority": 0} for m in messages]
+            ).execute()
+
+    def queue_size(self) -> int:
+        self.check_conn()  # reconnect after a database restart instead of failing forever
+        return int(super().queue_size())
+
+
+class _PgHuey(Huey):
+    storage_class = _PgStorage
+
+
 def _bulk_enqueue(storage: Any, messages: Sequence[bytes]) -> None:
     """One round trip per batch where the backend allows it, else one per message."""
-    if hasattr(storage, "enqueue_many"):
+    if hasattr(storage, "enqueue_many"):  # SQLite, PostgreSQL
         storage.enqueue_many(messages)
     elif hasattr(storage, "conn") and hasattr(storage, "queue_key"):  # Redis
         storage.conn.lpush(storage.queue_key, *messages)
-    elif hasattr(storage, "Task") and hasattr(storage, "database"):  # SQL (peewee)
-        with storage.atomic():
-            storage.Task.insert_many(
-                [{"queue": storage.name, "data": m, "priority": 0} for m in messages]
-            ).execute()
     else:
         for message in messages:
             storage.enqueue(message)
 
 
+def _redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return parts._replace(netloc=netloc).geturl()
+    return url
+
+
 def build_huey(url: str) -> Huey:
-    """A Huey instance for a queue URL."""
+    """A Huey instance for a queue URL; QueueError naming IMGBATCH_QUEUE_URL when unusable."""
     scheme = urlsplit(url).scheme.lower()
     common: dict[str, Any] = {"results": False, "utc": True}
-    if scheme == "sqlite":
-        path = url.split("sqlite:///", 1)[-1]
-        from pathlib import Path
+    try:
+        if scheme == "sqlite":
+            path = url.split("sqlite:///", 1)[-1]
+            from pathlib import Path
 
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return _SqliteHuey(QUEUE_NAME, filename=path, timeout=60, **common)
-    if scheme in ("redis", "rediss", "unix"):
-        return RedisHuey(QUEUE_NAME, url=url, blocking=True, read_timeout=1, **common)
-    if scheme.startswith("postgres"):
-        from huey.contrib.sql_huey import SqlHuey
-        from playhouse.db_url import connect
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            return _SqliteHuey(QUEUE_NAME, filename=path, timeout=60, **common)
+        if scheme in ("redis", "rediss", "unix"):
+            return RedisHuey(QUEUE_NAME, url=url, blocking=True, read_timeout=1, **common)
+        if scheme.startswith("postgres"):
+            from playhouse.db_url import connect
 
-        rest = url.split("://", 1)[1]
-        database = connect("psycopg3://" + rest)
-        return SqlHuey(QUEUE_NAME, database=database, **common)
+            rest = url.split("://", 1)[1]
+            # psycopg 3 explicitly: peewee would pick psycopg2 whenever it is importable.
+            database = connect("psycopg3://" + rest)
+            return _PgHuey(QUEUE_NAME, database=database, **common)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise QueueError(
+            f"IMGBATCH_QUEUE_URL: cannot use the queue at {_redact(url)} "
+            f"({type(exc).__name__}: {first})"
+        ) from exc
     raise QueueError(
         f"IMGBATCH_QUEUE_URL: unsupported scheme {scheme!r} (use sqlite:///, redis:// or postgresql://)"
     )
@@ -123,8 +212,10 @@ class JobQueue:
         try:
             self.huey.pending_count()
         except Exception as exc:
+            first = (str(exc).strip().splitlines() or [""])[0]
             raise QueueError(
-                f"IMGBATCH_QUEUE_URL: queue backend unreachable ({type(exc).__name__}: {exc})"
+                f"IMGBATCH_QUEUE_URL: queue backend at {_redact(self.url)} unreachable "
+                f"({type(exc).__name__}: {first})"
             ) from exc
 
     def flush(self) -> None:

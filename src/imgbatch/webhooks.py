@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from . import ledger
+from . import ledger, metrics
 from . import statuses as st
 from .config import Settings
 from .errors import ImageFailure
@@ -252,6 +252,7 @@ def attempt(ctx: Context, signer: Signer | None, claim: Claim) -> str | None:
     except Exception:
         log.exception("could not record a webhook attempt; its lease will expire", extra=extra)
         return None
+    metrics.webhook_delivery(status)
     level = logging.INFO if outcome.delivered or status == PENDING else logging.WARNING
     log.log(
         level,

@@ -32,8 +32,10 @@ def _limit_memory(max_mb: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
-def run_worker(settings: Settings, concurrency: int | None = None) -> None:
-    """Run the consumer until SIGINT/SIGTERM."""
+def run_worker(
+    settings: Settings, concurrency: int | None = None, metrics_port: int | None = None
+) -> None:
+    """Run the consumer until SIGINT/SIGTERM; with `metrics_port`, serve this node's counters."""
     workers = concurrency or settings.worker_concurrency
     stop = threading.Event()
 
@@ -60,6 +62,10 @@ def run_worker(settings: Settings, concurrency: int | None = None) -> None:
         threading.Thread(
             target=run_delivery_loop, args=(ctx, stop), name="webhooks", daemon=True
         ).start()
+        if metrics_port:  # after the workers forked: they must not inherit the listening socket
+            from .metrics import start_http_server
+
+            start_http_server(metrics_port, settings.host)
         log.info(
             "worker started: %d %s workers, queue %s",
             workers,
@@ -67,6 +73,13 @@ def run_worker(settings: Settings, concurrency: int | None = None) -> None:
             settings.resolved_queue_url.split("@")[-1],
         )
 
+    if not settings.public_base_url and not settings.public_storage_base_url:
+        # Workers write output URLs into the ledger: on another machine the default is wrong.
+        log.warning(
+            "IMGBATCH_PUBLIC_BASE_URL is not set: output URLs will start with %s/files/; "
+            "set it to the API's public URL on every worker",
+            settings.resolved_public_base_url,
+        )
     consumer = queue.consumer(workers, settings.worker_type, on_start=start_background)
     try:
         consumer.run()

@@ -1,0 +1,149 @@
+"""The queue contract, run against every backend: SQLite file, Redis, PostgreSQL.
+
+A real consumer process forks real worker processes (as `imgbatch worker`
+does), so a backend whose connection leaks across fork() fails here.
+"""
+
+from __future__ import annotations
+
+import collections
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from imgbatch.queue import JobQueue, QueueError
+from support.backends import redis_database, sa_to_libpq
+from support.databases import postgres_database
+
+
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("redis", marks=pytest.mark.scaleout),
+        pytest.param("postgresql", marks=pytest.mark.scaleout),
+    ]
+)
+def queue_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'queue.db'}"
+    elif request.param == "redis":
+        with redis_database() as url:
+            yield url
+    else:
+        with postgres_database() as url:
+            yield sa_to_libpq(url)
+
+
+def _record(path: str, image_id: int) -> None:
+    """The job handler: one line per run, appended atomically, then a little work."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{image_id} {os.getpid()}\n".encode())
+    finally:
+        os.close(fd)
+    time.sleep(0.002)
+
+
+def _consume(url: str, path: str, workers: int, late_ids: list[int]) -> None:
+    """A consumer process like `imgbatch worker`: the queue is opened and used before the
+    workers fork, and used again from a thread of the parent while they run (the sweeper)."""
+    queue = JobQueue(url, handler=partial(_record, path))
+    queue.depth()  # the parent holds a live connection when the consumer forks
+
+    def late_enqueue() -> None:
+        queue.enqueue(late_ids)
+
+    consumer = queue.consumer(
+        workers, "process", on_start=lambda: threading.Thread(target=late_enqueue).start()
+    )
+    consumer.run()
+
+
+def _runs(path: Path) -> list[tuple[int, int]]:
+    if not path.exists():
+        return []
+    lines = path.read_text().splitlines()
+    return [(int(a), int(b)) for a, b in (line.split() for line in lines if line)]
+
+
+def test_enqueue_depth_and_consume_once_per_id(queue_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "runs.txt"
+    queue = JobQueue(queue_url)
+    first = list(range(1, 601))
+    late = list(range(601, 801))
+    queue.enqueue(first, batch=250)  # several bulk round trips
+    assert queue.depth() == len(first)
+
+    ctx = multiprocessing.get_context("fork")
+    consumer = ctx.Process(target=_consume, args=(queue_url, str(out), 3, late))
+    consumer.start()
+    try:
+        deadline = time.monotonic() + 60
+        while len(_runs(out)) < len(first) + len(late):
+            assert time.monotonic() < deadline, f"{len(_runs(out))} jobs ran"
+            assert consumer.is_alive(), "the consumer died"
+            time.sleep(0.05)
+        time.sleep(0.3)  # a duplicate delivery would show up now
+        runs = _runs(out)
+        counts = collections.Counter(image_id for image_id, _ in runs)
+        assert sorted(counts) == first + late
+        assert set(counts.values()) == {1}, "a job ran more than once"
+        assert len({pid for _, pid in runs}) >= 2, "jobs ran in one worker process only"
+        assert os.getpid() not in {pid for _, pid in runs}
+        assert consumer.pid not in {pid for _, pid in runs}, "jobs must run in forked workers"
+        assert queue.depth() == 0
+    finally:
+        if consumer.is_alive() and consumer.pid is not None:
+            os.kill(consumer.pid, signal.SIGINT)  # Huey: finish running jobs, then exit
+        consumer.join(20)
+        if consumer.is_alive():
+            consumer.kill()
+            consumer.join(5)
+    assert consumer.exitcode == 0
+
+
+def test_many_processes_open_the_queue_at_once(queue_url: str) -> None:
+    """Workers starting together each create the queue's tables; none may fail."""
+    errors: list[BaseException] = []
+
+    def open_queue() -> None:
+        try:
+            JobQueue(queue_url).enqueue([1])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_queue) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    assert JobQueue(queue_url).depth() == 6
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1:1/0",
+        "postgresql://postgres:s3cret@127.0.0.1:1/imgbatch",
+        "sqlite:///{not_a_dir}/queue.db",
+        "amqp://127.0.0.1/",
+    ],
+)
+def test_check_names_the_setting_in_one_line(url: str, tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("not a directory")
+    url = url.format(not_a_dir=not_a_dir)
+    with pytest.raises(QueueError) as caught:
+        JobQueue(url).check()
+    message = str(caught.value)
+    assert message.startswith("IMGBATCH_QUEUE_URL: ")
+    assert "\n" not in message
+    assert "s3cret" not in message
