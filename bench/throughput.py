@@ -40,7 +40,9 @@ def photographs(megapixels: float, count: int, directory: Path) -> list[Path]:
     for i in range(count):
         img = Image.fromarray(sources[i % len(sources)]).convert("RGB")
         scale = (megapixels * 1e6 / (img.width * img.height)) ** 0.5
-        img = img.resize((round(img.width * scale), round(img.height * scale)), Image.Resampling.LANCZOS)
+        img = img.resize(
+            (round(img.width * scale), round(img.height * scale)), Image.Resampling.LANCZOS
+        )
         if i >= len(sources):  # different bytes per file, same content class
             img = img.rotate(0.5 * (i // len(sources)), resample=Image.Resampling.BILINEAR)
         path = directory / f"photo{i}.jpg"
@@ -66,15 +68,27 @@ def plain_loop(paths: list[Path], processes: int) -> float:
         return len(paths) / (time.perf_counter() - started)
 
 
-def end_to_end(paths: list[Path], server: ImageServer, workdir: Path, env: dict[str, str], processes: int, workers: int) -> float:
+def end_to_end(
+    paths: list[Path],
+    server: ImageServer,
+    workdir: Path,
+    env: dict[str, str],
+    processes: int,
+    workers: int,
+) -> float:
     rows = ["S. No.,Product Name,Input Image Urls"]
     rows += [f'{i + 1},Product {i + 1},"{server.url("/" + p.name)}"' for i, p in enumerate(paths)]
     body = ("\n".join(rows) + "\n").encode()
     with Service(workdir / "data", env=env) as service:
         service.start(workers=workers, concurrency=processes)
-        warm = ("S. No.,Product Name,Input Image Urls\n" + "\n".join(
-            f'{i + 1},W,"{server.url("/" + p.name)}"' for i, p in enumerate(paths[: processes * 2 * workers])
-        ) + "\n").encode()
+        warm = (
+            "S. No.,Product Name,Input Image Urls\n"
+            + "\n".join(
+                f'{i + 1},W,"{server.url("/" + p.name)}"'
+                for i, p in enumerate(paths[: processes * 2 * workers])
+            )
+            + "\n"
+        ).encode()
         status, answer = service.upload(warm)
         assert status == 202, answer
         service.wait_final(answer["request_id"], timeout=600)
@@ -91,7 +105,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--megapixels", type=float, nargs="+", default=[2.0])
-    parser.add_argument("--processes", type=int, default=os.cpu_count() or 1, help="worker processes")
+    parser.add_argument(
+        "--processes", type=int, default=os.cpu_count() or 1, help="worker processes"
+    )
     parser.add_argument("--workers", type=int, default=1, help="separate `imgbatch worker` nodes")
     parser.add_argument("--database", help="IMGBATCH_DATABASE_URL (default: embedded SQLite)")
     parser.add_argument("--queue", help="IMGBATCH_QUEUE_URL (default: embedded SQLite)")
@@ -117,7 +133,9 @@ def main() -> None:
             base = plain_loop(paths, args.processes)
             with ImageServer(workdir / "img") as server:
                 e2e = end_to_end(paths, server, workdir, env, args.processes, args.workers)
-            print(f"{mp:5.1f} {len(paths):7d} {base:17.1f} {e2e:17.1f} {e2e / base:6.2f}", flush=True)
+            print(
+                f"{mp:5.1f} {len(paths):7d} {base:17.1f} {e2e:17.1f} {e2e / base:6.2f}", flush=True
+            )
 
 
 if __name__ == "__main__":

@@ -15,17 +15,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from imgbatch.csvfile import (
-    OUTPUT_HEADER,
-    CsvIssue,
-    CsvLimits,
-    CsvRejected,
-    OutputRow,
-    ProductRow,
-    escape_cell,
-    iter_output_csv,
-    parse_products,
-)
+from imgbatch.csvfile import CsvIssue, CsvLimits, CsvRejected, ProductRow, parse_products
+from imgbatch.csvout import OUTPUT_HEADER, OutputRow, escape_cell, iter_output_csv
 
 HEADER = "S. No.,Product Name,Input Image Urls"
 SERIAL, NAME, URLS = "S. No.", "Product Name", "Input Image Urls"

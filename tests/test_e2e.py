@@ -28,7 +28,9 @@ def read_output(service: Service, request_id: str) -> list[list[str]]:
     return list(csv.reader(io.StringIO(raw.decode())))
 
 
-def test_upload_process_and_download(service: Service, image_server: ImageServer, image_dir: Path) -> None:
+def test_upload_process_and_download(
+    service: Service, image_server: ImageServer, image_dir: Path
+) -> None:
     rows = [
         ("1", "Red shoe", [image_server.url("/photo0.jpg"), image_server.url("/photo1.jpg")]),
         ("2", "Blue hat", [image_server.url("/alpha.png")]),
@@ -43,7 +45,13 @@ def test_upload_process_and_download(service: Service, image_server: ImageServer
 
     doc = service.wait_final(request_id)
     assert doc["status"] == "completed", doc
-    assert doc["progress"] == {"total": 5, "succeeded": 5, "failed": 0, "pending": 0, "percent": 100.0}
+    assert doc["progress"] == {
+        "total": 5,
+        "succeeded": 5,
+        "failed": 0,
+        "pending": 0,
+        "percent": 100.0,
+    }
     assert doc["completed_at"] and doc["created_at"] and doc["updated_at"]
     assert doc["output_csv_url"] == f"{service.url}/api/requests/{request_id}/output.csv"
     assert [p["serial_number"] for p in doc["products"]] == [1, 2, 3]
@@ -92,7 +100,9 @@ def test_broken_urls_complete_with_errors(service: Service, image_server: ImageS
     assert by_serial[3]["errors"][0]["code"] == "not_an_image"
 
     table = read_output(service, answer["request_id"])
-    assert table[2][3].startswith(",") and table[2][3].count(",") == 1  # position kept, failed one empty
+    assert (
+        table[2][3].startswith(",") and table[2][3].count(",") == 1
+    )  # position kept, failed one empty
     assert table[3][3] == ""
 
 
@@ -138,14 +148,18 @@ def test_raw_csv_body_and_validation_errors(service: Service, image_server: Imag
     code, _, raw = http("POST", f"{service.url}/api/upload", body, {"Content-Type": "text/csv"})
     assert code == 202, raw
 
-    bad = b"S. No.,Product Name,Input Image Urls\n1,,ftp://x/y.jpg\n1,Dup,https://ok.example/a.jpg\n"
+    bad = (
+        b"S. No.,Product Name,Input Image Urls\n1,,ftp://x/y.jpg\n1,Dup,https://ok.example/a.jpg\n"
+    )
     status, answer = service.upload(bad)
     assert status == 422
     details = answer["error"]["details"]
     assert {d["row"] for d in details} >= {2, 3}
     assert all({"row", "column", "message"} <= d.keys() for d in details)
 
-    code, _, raw = http("POST", f"{service.url}/api/upload", b"{}", {"Content-Type": "application/json"})
+    code, _, raw = http(
+        "POST", f"{service.url}/api/upload", b"{}", {"Content-Type": "application/json"}
+    )
     assert code == 415
     status, answer = service.upload(body, quality="0")
     assert status == 400 and answer["error"]["code"] == "bad_field"

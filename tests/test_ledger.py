@@ -105,7 +105,9 @@ def test_a_claim_is_exclusive_until_its_lease_expires(db: Database) -> None:
     assert ledger.claim_image(db, ids[0], lease_seconds=60) is None
     with db.session() as session:  # the first worker died: its lease runs out
         session.execute(
-            update(Image).where(Image.id == ids[0]).values(lease_until=utcnow() - timedelta(seconds=1))
+            update(Image)
+            .where(Image.id == ids[0])
+            .values(lease_until=utcnow() - timedelta(seconds=1))
         )
     second = ledger.claim_image(db, ids[0], lease_seconds=60)
     assert second is not None and second.attempt == 2
@@ -145,11 +147,13 @@ def test_concurrent_finalizers_run_the_hook_exactly_once(db: Database) -> None:
         calls: list[str] = []
         barrier = threading.Barrier(8)
 
-        def finalizer() -> None:
+        def finalizer(barrier: threading.Barrier, request_id: str, calls: list[str]) -> None:
             barrier.wait()
             ledger.finalize_request(db, request_id, on_finalized=lambda _s, r: calls.append(r.id))
 
-        threads = [threading.Thread(target=finalizer) for _ in range(8)]
+        threads = [
+            threading.Thread(target=finalizer, args=(barrier, request_id, calls)) for _ in range(8)
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -163,7 +167,9 @@ def test_sweeper_queries_find_lost_work(db: Database) -> None:
     assert stuck is not None
     with db.session() as session:
         session.execute(
-            update(Image).where(Image.id == ids[0]).values(lease_until=utcnow() - timedelta(seconds=1))
+            update(Image)
+            .where(Image.id == ids[0])
+            .values(lease_until=utcnow() - timedelta(seconds=1))
         )
         session.execute(
             update(Image)
@@ -184,7 +190,9 @@ def test_an_image_that_keeps_killing_workers_is_failed(db: Database) -> None:
         assert ledger.claim_image(db, ids[0], 60) is not None
         with db.session() as session:
             session.execute(
-                update(Image).where(Image.id == ids[0]).values(lease_until=utcnow() - timedelta(seconds=1))
+                update(Image)
+                .where(Image.id == ids[0])
+                .values(lease_until=utcnow() - timedelta(seconds=1))
             )
     assert ledger.requeue_expired_leases(db, max_attempts=3) == []
     with db.session() as session:
@@ -201,7 +209,9 @@ def test_progress_counts(db: Database) -> None:
     ledger.claim_image(db, ids[2], 60)
     with db.session() as session:
         counts = ledger.image_counts(session, request_id)
-        total = session.scalar(select(func.count()).select_from(Image).where(Image.request_id == request_id))
+        total = session.scalar(
+            select(func.count()).select_from(Image).where(Image.request_id == request_id)
+        )
     progress = st.progress_from_counts(counts)
     assert (progress.total, progress.succeeded, progress.failed, progress.pending) == (4, 1, 1, 2)
     assert total == 4 and progress.percent == 50.0

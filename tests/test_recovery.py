@@ -42,10 +42,14 @@ def test_kill_worker_mid_request(tmp_path: Path, image_server: ImageServer) -> N
         engine = create_engine(f"sqlite:///{tmp_path / 'data' / 'imgbatch.db'}")
         with engine.connect() as conn:
             done = conn.execute(
-                text("SELECT count(*), count(DISTINCT output_key) FROM images WHERE request_id=:r AND status='done'"),
+                text(
+                    "SELECT count(*), count(DISTINCT output_key) FROM images WHERE request_id=:r AND status='done'"
+                ),
                 {"r": request_id},
             ).one()
         engine.dispose()
         assert tuple(done) == (12, 12)
-        stored = sorted(p for p in (tmp_path / "data" / "images" / request_id).rglob("*") if p.is_file())
+        stored = sorted(
+            p for p in (tmp_path / "data" / "images" / request_id).rglob("*") if p.is_file()
+        )
         assert len(stored) == 12

@@ -24,5 +24,11 @@ def test_derive_status(images: list[str], expected: str) -> None:
 
 def test_progress_percent() -> None:
     progress = st.progress_from_counts({"done": 3, "failed": 1, "pending": 2, "processing": 2})
-    assert progress.as_dict() == {"total": 8, "succeeded": 3, "failed": 1, "pending": 4, "percent": 50.0}
+    assert progress.as_dict() == {
+        "total": 8,
+        "succeeded": 3,
+        "failed": 1,
+        "pending": 4,
+        "percent": 50.0,
+    }
     assert st.progress_from_counts({}).percent == 100.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -89,10 +90,14 @@ def _stop(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
-    port: Annotated[int | None, typer.Option(help="Port to listen on (env PORT or IMGBATCH_PORT).")] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port to listen on (env PORT or IMGBATCH_PORT).")
+    ] = None,
     workers: Annotated[
         int | None,
-        typer.Option(help="Image worker processes started beside the API; 0 runs the API alone. Default: one per core."),
+        typer.Option(
+            help="Image worker processes started beside the API; 0 runs the API alone. Default: one per core."
+        ),
     ] = None,
 ) -> None:
     """Run the HTTP API, and on the embedded default also the workers and the recovery sweep."""
@@ -102,6 +107,12 @@ def serve(
 
     settings = _settings(host=host, port=port)
     _prepare(settings)
+    if settings.host in ("0.0.0.0", "::") and not settings.public_base_url:
+        logging.getLogger("imgbatch").warning(
+            "listening on %s without IMGBATCH_PUBLIC_BASE_URL: output URLs will name %s",
+            settings.host,
+            settings.resolved_public_base_url,
+        )
     concurrency = settings.worker_concurrency if workers is None else workers
     worker = _start_worker_process(settings, concurrency) if concurrency > 0 else None
     try:
@@ -151,17 +162,27 @@ def migrate() -> None:
 @app.command()
 def submit(
     csv_file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="The product CSV.")],
-    server: Annotated[str, typer.Option(help="Base URL of the imgbatch API.")] = "http://127.0.0.1:8000",
-    wait: Annotated[bool, typer.Option(help="Wait for the request to finish and save the output CSV.")] = False,
-    output: Annotated[Path | None, typer.Option(help="Where to save the output CSV (with --wait).")] = None,
-    api_key: Annotated[str | None, typer.Option(envvar="IMGBATCH_API_KEY", help="Bearer API key.")] = None,
+    server: Annotated[
+        str, typer.Option(help="Base URL of the imgbatch API.")
+    ] = "http://127.0.0.1:8000",
+    wait: Annotated[
+        bool, typer.Option(help="Wait for the request to finish and save the output CSV.")
+    ] = False,
+    output: Annotated[
+        Path | None, typer.Option(help="Where to save the output CSV (with --wait).")
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="IMGBATCH_API_KEY", help="Bearer API key.")
+    ] = None,
     quality: Annotated[int | None, typer.Option(min=1, max=100)] = None,
     format: Annotated[str | None, typer.Option(help="keep, jpeg, webp, png or avif")] = None,
 ) -> None:
     """Upload a CSV; print the request id and, with --wait, the path of the output CSV."""
     from .client import submit_csv
 
-    submit_csv(csv_file, server, wait=wait, output=output, api_key=api_key, quality=quality, fmt=format)
+    submit_csv(
+        csv_file, server, wait=wait, output=output, api_key=api_key, quality=quality, fmt=format
+    )
 
 
 def main() -> None:  # pragma: no cover

@@ -53,7 +53,9 @@ def submit_csv(
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     fields = {k: str(v) for k, v in (("quality", quality), ("format", fmt)) if v is not None}
     body, content_type = _multipart(csv_file, fields)
-    status, raw = _call("POST", f"{server}/api/upload", body, {**headers, "Content-Type": content_type})
+    status, raw = _call(
+        "POST", f"{server}/api/upload", body, {**headers, "Content-Type": content_type}
+    )
     answer: dict[str, Any] = json.loads(raw or b"{}")
     if status != 202:
         typer.echo(json.dumps(answer, indent=2), err=True)
@@ -63,7 +65,9 @@ def submit_csv(
     if not wait:
         return
     doc: dict[str, Any] = {}
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}")) as bar:
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}")
+    ) as bar:
         task = bar.add_task(request_id[:8], total=answer["images"])
         while True:
             status, raw = _call("GET", f"{server}/api/status/{request_id}?limit=1", None, headers)

@@ -90,6 +90,7 @@ class Settings(BaseSettings):
     concurrency: int = 0  # 0 = one per CPU core
     worker_type: str = "process"  # "process" or "thread"
     lease_seconds: float = 120.0
+    max_attempts: int = 5  # claims of one image before it is failed (a poison image kills workers)
     sweep_interval: float = 15.0
     stale_pending_seconds: float = 120.0
 

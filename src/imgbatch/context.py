@@ -44,7 +44,9 @@ class Context:
 
     def output_url(self, key: str) -> str:
         """Where a stored object can be downloaded: the store's public URL or our /files/ route."""
-        return self.storage.public_url(key) or f"{self.settings.resolved_public_base_url}/files/{key}"
+        return (
+            self.storage.public_url(key) or f"{self.settings.resolved_public_base_url}/files/{key}"
+        )
 
 
 _per_process: dict[int, Context] = {}

@@ -1,4 +1,4 @@
-"""The product CSV: parse and validate an upload, and write the output CSV.
+"""The product CSV upload: parse and validate it (the output CSV is `csvout`).
 
 Pure functions over bytes and strings, no I/O. Parsing refuses hostile input
 (too big, binary, archives, absurd quoting) with a `CsvRejected` that carries an
@@ -21,7 +21,6 @@ SERIAL = "S. No."
 NAME = "Product Name"
 URLS = "Input Image Urls"
 INPUT_HEADER = (SERIAL, NAME, URLS)
-OUTPUT_HEADER = ("S. No.", "Product Name", "Input Image Urls", "Output Image Urls")
 
 # Header cells are compared after `_normalise_header`.
 _HEADER_SPELLINGS: tuple[frozenset[str], ...] = (
@@ -65,8 +64,6 @@ _BAD_URL_CHAR = re.compile(
     r"\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]"
 )
 _PREVIEW_CHARS = 80
-_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-_CHUNK_CHARS = 64 * 1024
 
 _field_limit_lock = threading.Lock()
 
@@ -117,24 +114,6 @@ class CsvRejected(Exception):
 
     def __str__(self) -> str:
         return f"{self.status} {self.code}: {self.message}"
-
-
-@dataclass(frozen=True)
-class OutputRow:
-    """One product of the output CSV; `output_urls[i]` is None when image i failed."""
-
-    serial_number: int
-    product_name: str
-    input_urls: Sequence[str]
-    output_urls: Sequence[str | None]
-
-    def __post_init__(self) -> None:
-        # Misaligned lists would silently pair images with the wrong outputs.
-        if len(self.input_urls) != len(self.output_urls):
-            raise ValueError(
-                f"S. No. {self.serial_number}: {len(self.input_urls)} input URLs "
-                f"but {len(self.output_urls)} output URLs"
-            )
 
 
 # --- parsing -------------------------------------------------------------------
@@ -481,45 +460,3 @@ def _preview(value: str) -> str:
     if len(value) > _PREVIEW_CHARS:
         value = value[:_PREVIEW_CHARS] + "…"
     return repr(value)
-
-
-# --- output ----------------------------------------------------------------------
-
-
-def escape_cell(value: str) -> str:
-    """Prefix `'` so a spreadsheet shows the text instead of running it as a formula (OWASP)."""
-    return "'" + value if value.startswith(_FORMULA_PREFIXES) else value
-
-
-def iter_output_csv(rows: Iterable[OutputRow]) -> Iterator[str]:
-    """The output CSV as text chunks: the header alone first, then rows in ~64 KiB chunks.
-
-    Rows are read lazily, so a response can stream a large batch without holding it.
-    """
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(OUTPUT_HEADER)
-    yield _drain(buffer)
-    for row in rows:
-        writer.writerow(_output_cells(row))
-        if buffer.tell() >= _CHUNK_CHARS:
-            yield _drain(buffer)
-    if buffer.tell():
-        yield _drain(buffer)
-
-
-def _output_cells(row: OutputRow) -> list[str]:
-    cells = (
-        str(int(row.serial_number)),
-        row.product_name,
-        ",".join(row.input_urls),
-        ",".join(url or "" for url in row.output_urls),
-    )
-    return [escape_cell(cell) for cell in cells]
-
-
-def _drain(buffer: io.StringIO) -> str:
-    text = buffer.getvalue()
-    buffer.seek(0)
-    buffer.truncate(0)
-    return text

@@ -20,6 +20,17 @@ from sqlalchemy.orm import Session, sessionmaker
 _lock = threading.Lock()
 _engines: dict[tuple[int, str], Engine] = {}
 
+
+def _after_fork_in_child() -> None:
+    # A thread of the parent (sweeper, webhook sender) may have held the lock at fork
+    # time; the child starts with a fresh one. Engines are keyed by pid, so the parent's
+    # are never used here — and never closed from here, which would break the parent's.
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
@@ -55,6 +66,7 @@ def get_engine(url: str) -> Engine:
 
 
 def dispose_engines() -> None:
+    """Forget every engine without closing connections a parent process may still use."""
     with _lock:
         for engine in _engines.values():
             engine.dispose(close=False)
@@ -73,10 +85,6 @@ class Database:
     def engine(self) -> Engine:
         return get_engine(self.url)
 
-    @property
-    def is_sqlite(self) -> bool:
-        return make_url(self.url).get_backend_name() == "sqlite"
-
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A session in a transaction: committed on success, rolled back on error."""
@@ -89,10 +97,6 @@ class Database:
     def ping(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
-
-    def migrate(self) -> None:
-        """Apply Alembic migrations up to head."""
-        upgrade(self.url)
 
 
 def alembic_config(url: str) -> Any:

@@ -15,36 +15,22 @@ thread-safe; create it after forking.
 
 from __future__ import annotations
 
-import contextlib
-import heapq
-import itertools
 import logging
 import socket
-import ssl
-import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from contextvars import ContextVar
-from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
+from collections.abc import Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 from urllib.parse import urljoin
 
-from urllib3 import BaseHTTPResponse, HTTPConnectionPool, HTTPSConnectionPool, Timeout
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    HTTPError,
-    NewConnectionError,
-    ReadTimeoutError,
-    SSLError,
-)
-from urllib3.util.ssl_match_hostname import CertificateError
+from urllib3 import BaseHTTPResponse, Timeout
+from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError
 
 from imgbatch import __version__
+from imgbatch.deadline import Guard, Watchdog
 from imgbatch.errors import ImageFailure
+from imgbatch.fetch_failures import status_failure, transport_failure
 from imgbatch.netguard import (
     AddressPolicy,
     IPAddress,
@@ -53,6 +39,7 @@ from imgbatch.netguard import (
     check_url,
     parse_host_ip,
 )
+from imgbatch.pools import PinnedPools
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +50,6 @@ _CHUNK = 64 * 1024
 _DISCARD_CAP = 64 * 1024  # bodies of redirects, errors and webhook answers
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _MAX_RETRY_AFTER = 5.0  # longer waits are left to the caller's own scheduling
-_MAX_POOLS = 256
-_POOL_SIZE = 8
 
 
 @dataclass(frozen=True)
@@ -103,14 +88,6 @@ class PostResult:
     status: int
     headers: dict[str, str]  # lower-case names
     elapsed: float
-
-
-class _StatusFailure(ImageFailure):
-    """An HTTP status failure; carries the server's Retry-After, if any."""
-
-    def __init__(self, code: str, message: str, *, retryable: bool, retry_after: float | None):
-        super().__init__(code, message, retryable=retryable)
-        self.retry_after = retry_after
 
 
 # --- resolving -----------------------------------------------------------------------
@@ -176,176 +153,6 @@ def check_webhook_url(url: str, policy: AddressPolicy, resolver: Resolver | None
         raise ImageFailure("bad_url", failure.message) from failure
 
 
-# --- the deadline watchdog ---------------------------------------------------------------
-
-
-@dataclass(eq=False)
-class _Guard:
-    deadline: float
-    watchdog: _Watchdog
-    connections: list[HTTPConnection] = field(default_factory=list)
-    active: bool = True
-    fired: bool = False
-
-
-_current_guard: ContextVar[_Guard | None] = ContextVar("imgbatch_fetch_guard", default=None)
-
-
-def _cut(connection: HTTPConnection) -> None:
-    sock = getattr(connection, "sock", None)
-    if sock is not None:
-        with contextlib.suppress(OSError):  # socket.socket's, not SSLSocket's unwrapping one
-            socket.socket.shutdown(sock, socket.SHUT_RDWR)
-
-
-class _Watchdog:
-    """Shuts down the sockets of requests that overrun their deadline.
-
-    Socket timeouts bound each recv(), not a response: a server dripping one
-    byte per second keeps a read (headers or body) alive forever. One thread
-    sleeps until the earliest deadline and cuts the connections of the guards
-    still active then; the blocked reader sees EOF and the fetch fails `timeout`.
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, _Guard]] = []
-        self._seq = itertools.count()
-        self._thread: threading.Thread | None = None
-        self._closed = False
-        self._wake_at = float("inf")  # when the thread will next look; notify only if sooner
-
-    @contextlib.contextmanager
-    def guard(self, deadline: float) -> Iterator[_Guard]:
-        guard = _Guard(deadline, self)
-        with self._cond:
-            while self._heap and not self._heap[0][2].active:
-                heapq.heappop(self._heap)  # finished guards, dropped lazily
-            heapq.heappush(self._heap, (deadline, next(self._seq), guard))
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="fetch-watchdog")
-                self._thread.daemon = True
-                self._thread.start()
-            elif deadline < self._wake_at:
-                self._cond.notify()
-        token = _current_guard.set(guard)
-        try:
-            yield guard
-        finally:
-            _current_guard.reset(token)
-            with self._cond:
-                guard.active = False
-                guard.connections.clear()
-
-    def watch(self, guard: _Guard, connection: HTTPConnection) -> None:
-        with self._cond:
-            if guard.fired:
-                _cut(connection)
-            elif guard.active and connection not in guard.connections:
-                guard.connections.append(connection)
-
-    def unwatch(self, guard: _Guard, connection: HTTPConnection | None) -> None:
-        """Forget `connection` before it goes back to the pool for another request."""
-        with self._cond, contextlib.suppress(ValueError):
-            guard.connections.remove(connection)  # type: ignore[arg-type]
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
-
-    def _run(self) -> None:
-        with self._cond:
-            while not self._closed:
-                now = time.monotonic()
-                while self._heap and (self._heap[0][0] <= now or not self._heap[0][2].active):
-                    _, _, guard = heapq.heappop(self._heap)
-                    if guard.active:
-                        guard.fired = True
-                        for connection in guard.connections:
-                            _cut(connection)
-                self._wake_at = self._heap[0][0] if self._heap else float("inf")
-                self._cond.wait(self._wake_at - now if self._heap else None)
-
-
-def _watch_current(connection: HTTPConnection) -> None:
-    guard = _current_guard.get()
-    if guard is not None:
-        guard.watchdog.watch(guard, connection)
-
-
-class _GuardedHTTPConnection(HTTPConnection):
-    def connect(self) -> None:
-        super().connect()
-        _watch_current(self)
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _watch_current(self)
-        super().request(*args, **kwargs)
-
-
-class _GuardedHTTPSConnection(HTTPSConnection):
-    def connect(self) -> None:
-        super().connect()
-        _watch_current(self)
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _watch_current(self)
-        super().request(*args, **kwargs)
-
-
-# --- helpers -------------------------------------------------------------------------------
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _causes(exc: BaseException) -> Iterator[BaseException]:
-    seen: BaseException | None = exc
-    while seen is not None:
-        yield seen
-        seen = seen.__cause__ or seen.__context__
-
-
-def _reason(exc: BaseException) -> str:
-    """A short cause (e.g. "Connection refused") without URLs or object reprs."""
-    for cause in _causes(exc):
-        if isinstance(cause, ssl.SSLCertVerificationError) and cause.verify_message:
-            return f"certificate not trusted ({cause.verify_message})"
-        if isinstance(cause, ssl.CertificateError | CertificateError):
-            return "certificate does not match the host name"
-        if isinstance(cause, ssl.SSLError) and cause.reason:
-            return str(cause.reason)
-        if isinstance(cause, OSError) and cause.strerror:
-            return cause.strerror
-    return type(exc).__name__
-
-
-def _is_certificate_error(exc: BaseException) -> bool:
-    certificate_errors = (ssl.SSLCertVerificationError, ssl.CertificateError, CertificateError)
-    return any(isinstance(cause, certificate_errors) for cause in _causes(exc))
-
-
-def _status_failure(status: int, host: str, retry_after: str | None) -> _StatusFailure:
-    message = f"HTTP {status} from {host}"
-    if status in (404, 410):
-        return _StatusFailure("not_found", message, retryable=False, retry_after=None)
-    transient = status == 429 or status >= 500
-    return _StatusFailure(
-        "upstream", message, retryable=transient, retry_after=_retry_after(retry_after)
-    )
-
-
 class Fetcher:
     """SSRF-safe HTTP client: `fetch` images, `post` webhooks. Thread-safe; `close()` when done.
 
@@ -367,11 +174,8 @@ class Fetcher:
         self.limits = limits
         self.user_agent = user_agent
         self._resolver = resolver or system_resolver
-        self._ca_certs = ca_certs
-        self._pools: OrderedDict[tuple[str, str, int, str], HTTPConnectionPool] = OrderedDict()
-        self._lock = threading.Lock()
-        self._closed = False
-        self._watchdog = _Watchdog()
+        self._pools = PinnedPools(ca_certs)
+        self._watchdog = Watchdog()
 
     # --- public ----------------------------------------------------------------------
 
@@ -421,17 +225,14 @@ class Fetcher:
                     self._abandon(response, guard)
                     raise
             except (HTTPError, OSError) as exc:
-                raise self._failure(exc, target, guard, "posting to", timeout) from exc
+                raise transport_failure(
+                    exc, target.host, expired=guard.expired(), doing="posting to", limit=timeout
+                ) from exc
         return PostResult(response.status, answer, time.monotonic() - start)
 
     def close(self) -> None:
         """Close every pooled connection; the Fetcher cannot be used afterwards."""
-        with self._lock:
-            self._closed = True
-            pools = list(self._pools.values())
-            self._pools.clear()
-        for pool in pools:
-            pool.close()
+        self._pools.close()
         self._watchdog.close()
 
     def __enter__(self) -> Fetcher:
@@ -467,8 +268,13 @@ class Fetcher:
                         self._abandon(response, guard)
                         raise
                 except (HTTPError, OSError) as exc:
-                    total = self.limits.total_timeout
-                    raise self._failure(exc, target, guard, "fetching from", total) from exc
+                    raise transport_failure(
+                        exc,
+                        target.host,
+                        expired=guard.expired(),
+                        doing="fetching from",
+                        limit=self.limits.total_timeout,
+                    ) from exc
             if location is None:
                 return data, response.headers.get("Content-Type"), target.url
             current = urljoin(target.url, location)
@@ -478,7 +284,7 @@ class Fetcher:
         )
 
     def _answer(
-        self, response: BaseHTTPResponse, target: ParsedTarget, guard: _Guard
+        self, response: BaseHTTPResponse, target: ParsedTarget, guard: Guard
     ) -> tuple[str | None, bytes]:
         """(redirect location, b"") for a redirect, (None, body) for a 200; raise otherwise."""
         status = response.status
@@ -491,7 +297,7 @@ class Fetcher:
         if status not in (200, 203):
             retry_after = response.headers.get("Retry-After")
             self._discard(response, guard)
-            raise _status_failure(status, target.host, retry_after)
+            raise status_failure(status, target.host, retry_after)
         data = self._read_capped(response, target)
         self._release(response, guard)
         return None, data
@@ -512,7 +318,7 @@ class Fetcher:
                 raise ConnectTimeoutError("deadline passed before connecting")
             timeout = Timeout(connect=min(self.limits.connect_timeout, remaining), read=remaining)
             try:
-                return self._pool(target, ip).urlopen(
+                return self._pools.get(target, ip).urlopen(
                     method,
                     target.path,
                     body=body,
@@ -528,38 +334,6 @@ class Fetcher:
                     raise
                 log.debug("connect to an address of %s failed, trying the next", target.host)
         raise AssertionError("unreachable: addresses is never empty")
-
-    def _pool(self, target: ParsedTarget, ip: IPAddress) -> HTTPConnectionPool:
-        key = (target.scheme, str(ip), target.port, target.host)
-        evicted = None
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("Fetcher is closed")
-            pool = self._pools.get(key)
-            if pool is not None:
-                self._pools.move_to_end(key)
-                return pool
-            common: dict[str, Any] = {"maxsize": _POOL_SIZE, "block": False, "retries": False}
-            if target.scheme == "https":
-                pool = HTTPSConnectionPool(
-                    str(ip),
-                    target.port,
-                    server_hostname=None if target.is_ip else target.host,
-                    assert_hostname=target.host,
-                    cert_reqs="CERT_REQUIRED",
-                    ca_certs=self._ca_certs,
-                    **common,
-                )
-                pool.ConnectionCls = _GuardedHTTPSConnection
-            else:
-                pool = HTTPConnectionPool(str(ip), target.port, **common)
-                pool.ConnectionCls = _GuardedHTTPConnection
-            self._pools[key] = pool
-            if len(self._pools) > _MAX_POOLS:
-                evicted = self._pools.popitem(last=False)[1]
-        if evicted is not None:
-            evicted.close()
-        return pool
 
     # --- bodies ---------------------------------------------------------------------------
 
@@ -586,7 +360,7 @@ class Fetcher:
             if len(body) > cap:
                 raise ImageFailure("too_large", f"body from {target.host} exceeds {cap} bytes")
 
-    def _discard(self, response: BaseHTTPResponse, guard: _Guard) -> None:
+    def _discard(self, response: BaseHTTPResponse, guard: Guard) -> None:
         """Read and drop a small body so the connection can be reused; close it otherwise."""
         read = 0
         while read <= _DISCARD_CAP:
@@ -597,11 +371,11 @@ class Fetcher:
             read += len(chunk)
         self._abandon(response, guard)
 
-    def _release(self, response: BaseHTTPResponse, guard: _Guard) -> None:
+    def _release(self, response: BaseHTTPResponse, guard: Guard) -> None:
         self._watchdog.unwatch(guard, response.connection)  # type: ignore[arg-type]
         response.release_conn()
 
-    def _abandon(self, response: BaseHTTPResponse, guard: _Guard) -> None:
+    def _abandon(self, response: BaseHTTPResponse, guard: Guard) -> None:
         """Close a response whose body was not fully read; its connection cannot be reused."""
         if response.connection is None:
             return  # already released
@@ -622,29 +396,3 @@ class Fetcher:
                 return None
             delay = max(delay, retry_after)
         return delay
-
-    @staticmethod
-    def _failure(
-        exc: Exception, target: ParsedTarget, guard: _Guard, doing: str, limit: float
-    ) -> ImageFailure:
-        host = target.host
-        if guard.fired or time.monotonic() >= guard.deadline:
-            return ImageFailure(
-                "timeout", f"timed out after {limit:g}s {doing} {host}", retryable=True
-            )
-        if isinstance(exc, NewConnectionError):
-            return ImageFailure(
-                "upstream", f"cannot connect to {host}: {_reason(exc)}", retryable=True
-            )
-        if isinstance(exc, ConnectTimeoutError):
-            return ImageFailure("timeout", f"connect timeout {doing} {host}", retryable=True)
-        if isinstance(exc, ReadTimeoutError):
-            return ImageFailure("timeout", f"read timeout {doing} {host}", retryable=True)
-        if isinstance(exc, SSLError):
-            permanent = _is_certificate_error(exc)
-            return ImageFailure(
-                "upstream", f"TLS error {doing} {host}: {_reason(exc)}", retryable=not permanent
-            )
-        return ImageFailure(
-            "upstream", f"connection error {doing} {host}: {_reason(exc)}", retryable=True
-        )

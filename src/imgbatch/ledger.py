@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -23,6 +23,7 @@ from . import statuses as st
 from .csvfile import ProductRow
 from .db import Database
 from .models import Image, Product, Request, utcnow
+
 
 @dataclass(frozen=True)
 class ClaimedImage:
@@ -83,9 +84,15 @@ def create_request(
                 for position, p in enumerate(products)
             ],
         )
-        product_ids = session.execute(
-            select(Product.id).where(Product.request_id == request_id).order_by(Product.position)
-        ).scalars().all()
+        product_ids = (
+            session.execute(
+                select(Product.id)
+                .where(Product.request_id == request_id)
+                .order_by(Product.position)
+            )
+            .scalars()
+            .all()
+        )
         session.execute(
             insert(Image.__table__),
             [
@@ -112,8 +119,11 @@ def create_request(
     return image_ids
 
 
-def claim_image(db: Database, image_id: int, lease_seconds: float) -> ClaimedImage | None:
-    """Take the image for processing, or None when it is done or leased by another worker."""
+def claim_image(
+    db: Database, image_id: int, lease_seconds: float, max_attempts: int = 5
+) -> ClaimedImage | None:
+    """Take the image for processing, or None when it is done, leased by another worker,
+    or has used up its attempts (the sweeper then fails it)."""
     now = utcnow()
     with db.session() as session:
         claimed = session.execute(
@@ -124,6 +134,7 @@ def claim_image(db: Database, image_id: int, lease_seconds: float) -> ClaimedIma
                     Image.status == st.PENDING,
                     and_(Image.status == st.PROCESSING, Image.lease_until < now),
                 ),
+                Image.attempts < max_attempts,
             )
             .values(
                 status=st.PROCESSING,
@@ -165,6 +176,21 @@ def claim_image(db: Database, image_id: int, lease_seconds: float) -> ClaimedIma
         output_format=row[5],
         attempt=attempt,
     )
+
+
+def renew_lease(db: Database, claimed: ClaimedImage, lease_seconds: float) -> bool:
+    """Extend our claim before a long step; False when it was already lost to another worker."""
+    with db.session() as session:
+        result = session.execute(
+            update(Image)
+            .where(
+                Image.id == claimed.id,
+                Image.status == st.PROCESSING,
+                Image.attempts == claimed.attempt,
+            )
+            .values(lease_until=utcnow() + timedelta(seconds=lease_seconds))
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 def _record(db: Database, claimed: ClaimedImage, values: dict[str, object]) -> bool:
@@ -252,6 +278,10 @@ def finalize_request(
         else_=st.COMPLETED_WITH_ERRORS,
     )
     with db.session() as session:
+        # A read first: most calls find unfinished images, and under SQLite even an
+        # UPDATE that matches nothing would take the database's write lock.
+        if session.execute(select(unfinished)).scalar():
+            return None
         won = session.execute(
             update(Request)
             .where(Request.id == request_id, Request.status.in_(st.UNFINISHED), ~unfinished)
@@ -269,9 +299,20 @@ def finalize_request(
 
 def image_counts(session: Session, request_id: str) -> dict[str, int]:
     rows = session.execute(
-        select(Image.status, func.count()).where(Image.request_id == request_id).group_by(Image.status)
+        select(Image.status, func.count())
+        .where(Image.request_id == request_id)
+        .group_by(Image.status)
     ).all()
     return {status: count for status, count in rows}
+
+
+def last_image_change(session: Session, request_id: str) -> datetime | None:
+    """When an image of the request last finished (served by an index, rows untouched)."""
+    return session.execute(
+        select(func.max(Image.finished_at)).where(
+            Image.request_id == request_id, Image.status.in_((st.DONE, st.FAILED))
+        )
+    ).scalar()
 
 
 def requeue_expired_leases(db: Database, max_attempts: int) -> list[int]:
@@ -314,7 +355,9 @@ def requeue_stale_pending(db: Database, older_than: datetime, limit: int = 10_00
         )
         ids = session.execute(
             update(Image)
-            .where(Image.id.in_(candidates), Image.status == st.PENDING, Image.enqueued_at < older_than)
+            .where(
+                Image.id.in_(candidates), Image.status == st.PENDING, Image.enqueued_at < older_than
+            )
             .values(enqueued_at=now)
             .returning(Image.id)
         ).scalars()
@@ -328,14 +371,5 @@ def unfinalized_request_ids(db: Database) -> list[str]:
         return list(
             session.execute(
                 select(Request.id).where(Request.status.in_(st.UNFINISHED), ~unfinished)
-            ).scalars()
-        )
-
-
-def request_ids_for_images(db: Database, image_ids: Iterable[int]) -> set[str]:
-    with db.session() as session:
-        return set(
-            session.execute(
-                select(Image.request_id).where(Image.id.in_(list(image_ids))).distinct()
             ).scalars()
         )

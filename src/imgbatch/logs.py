@@ -54,7 +54,9 @@ def setup_logging(fmt: str = "text", level: str = "INFO") -> None:
         logging.captureWarnings(True)
         sys.excepthook = _log_uncaught
         threading.excepthook = lambda args: _log_uncaught(
-            args.exc_type, args.exc_value, args.exc_traceback  # type: ignore[arg-type]
+            args.exc_type,
+            args.exc_value,
+            args.exc_traceback,  # type: ignore[arg-type]
         )
 
 

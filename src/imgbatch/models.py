@@ -123,7 +123,8 @@ class Image(Base):
 
     __table_args__ = (
         UniqueConstraint("product_id", "position"),
-        Index("ix_images_request_status", "request_id", "status"),
+        # Covers progress counts and "last change" (max finished_at) without touching rows.
+        Index("ix_images_request_status", "request_id", "status", "finished_at"),
         Index("ix_images_status_lease", "status", "lease_until"),
         Index("ix_images_status_enqueued", "status", "enqueued_at"),
     )

@@ -27,13 +27,17 @@ def output_key(claimed: ClaimedImage, extension: str) -> str:
 
 def process_image(ctx: Context, image_id: int) -> str | None:
     """Run one image job; returns the image's new status, or None when the job was a no-op."""
-    claimed = ledger.claim_image(ctx.db, image_id, ctx.settings.lease_seconds)
+    lease = ctx.settings.lease_seconds
+    claimed = ledger.claim_image(ctx.db, image_id, lease, ctx.settings.max_attempts)
     if claimed is None:
         return None
     started = time.perf_counter()
     extra = {"request_id": claimed.request_id, "image_id": claimed.id}
     try:
         fetched = ctx.fetcher.fetch(claimed.input_url)
+        if not ledger.renew_lease(ctx.db, claimed, lease):
+            log.warning("lease lost while fetching; another worker has the image", extra=extra)
+            return None
         options = imaging.CompressOptions(
             quality=claimed.quality,
             format=claimed.output_format,
@@ -54,17 +58,19 @@ def process_image(ctx: Context, image_id: int) -> str | None:
         except Exception as exc:
             raise ImageFailure("storage", f"could not store the image: {exc}") from exc
     except ImageFailure as failure:
-        ledger.record_failed(ctx.db, claimed, failure.code, failure.message)
-        metrics.image_processed("failed", failure.code, time.perf_counter() - started)
-        log.info("image failed: %s: %s", failure.code, failure.message, extra=extra)
-        status = "failed"
+        code, message = failure.code, failure.message
+        log.info("image failed: %s: %s", code, message, extra=extra)
     except Exception as exc:  # a bug must fail one image, not the worker
         log.exception("image crashed", extra=extra)
-        ledger.record_failed(ctx.db, claimed, "internal", f"{type(exc).__name__}: {exc}")
-        metrics.image_processed("failed", "internal", time.perf_counter() - started)
+        code, message = "internal", f"{type(exc).__name__}: {exc}"
+    else:
+        code = message = None
+    seconds = time.perf_counter() - started
+    if code is not None:
+        recorded = ledger.record_failed(ctx.db, claimed, code, message or code)
         status = "failed"
     else:
-        ledger.record_done(
+        recorded = ledger.record_done(
             ctx.db,
             claimed,
             output_key=key,
@@ -76,8 +82,12 @@ def process_image(ctx: Context, image_id: int) -> str | None:
             height=result.height,
             kept_original=result.kept_original,
         )
-        metrics.image_processed("done", None, time.perf_counter() - started)
         status = "done"
+    if not recorded:
+        # Our lease ran out and another worker took the image: its result counts, not ours.
+        log.warning("lease lost before recording; result dropped", extra=extra)
+        return None
+    metrics.image_processed(status, code, seconds)
     finalize(ctx, claimed.request_id)
     return status
 

@@ -240,6 +240,9 @@ class JobQueue:
             workers=workers,
             worker_type=worker_type,
             periodic=False,
+            # We schedule nothing for later; the scheduler's read of the schedule table
+            # locks a SQLite queue, so it runs once a minute instead of every second.
+            scheduler_interval=60,
             initial_delay=0.05,
             backoff=1.5,
             max_delay=0.5,

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from . import ledger
 from . import statuses as st
 from .context import Context
-from .csvfile import OutputRow
+from .csvout import OutputRow
 from .errors import ApiError
 from .models import Image, Product, Request
 from .webhook_reads import webhook_summary
@@ -31,28 +31,41 @@ def get_request(ctx: Context, request_id: str, owner: str | None) -> Request:
 
 
 def _products_page(
-    ctx: Context, request_id: str, offset: int, limit: int
-) -> list[tuple[Product, list[Image]]]:
+    ctx: Context, request_id: str, start: int, limit: int
+) -> list[tuple[Any, list[Any]]]:
+    """Products with positions [start, start + limit) and their images, in input order.
+
+    Positions are the input order 0..n-1, so paging is an index range, never an OFFSET scan;
+    only the columns the read models need are loaded.
+    """
     with ctx.db.session() as session:
-        products = list(
-            session.execute(
-                select(Product)
-                .where(Product.request_id == request_id)
-                .order_by(Product.position)
-                .offset(offset)
-                .limit(limit)
-            ).scalars()
-        )
+        products = session.execute(
+            select(Product.id, Product.serial_number, Product.name)
+            .where(
+                Product.request_id == request_id,
+                Product.position >= start,
+                Product.position < start + limit,
+            )
+            .order_by(Product.position)
+        ).all()
         if not products:
             return []
         images = session.execute(
-            select(Image)
+            select(
+                Image.product_id,
+                Image.position,
+                Image.input_url,
+                Image.status,
+                Image.output_url,
+                Image.error_code,
+                Image.error_message,
+            )
             .where(Image.product_id.in_([p.id for p in products]))
             .order_by(Image.product_id, Image.position)
-        ).scalars()
-        by_product: dict[int, list[Image]] = {p.id: [] for p in products}
-        for image in images:
-            by_product[image.product_id].append(image)
+        ).all()
+    by_product: dict[int, list[Any]] = {p.id: [] for p in products}
+    for image in images:
+        by_product[image.product_id].append(image)
     return [(p, by_product[p.id]) for p in products]
 
 
@@ -65,7 +78,10 @@ def status_document(
 ) -> dict[str, Any]:
     with ctx.db.session() as session:
         counts = ledger.image_counts(session, request.id)
+        last_change = ledger.last_image_change(session, request.id)
         webhook = webhook_summary(session, request, ctx.settings.webhook_url)
+    # The request row is written only at start and end; progress moves with its images.
+    updated_at = max(filter(None, (request.updated_at, last_change)))
     progress = st.progress_from_counts(counts)
     products = []
     for product, images in _products_page(ctx, request.id, offset, limit):
@@ -94,25 +110,23 @@ def status_document(
         "request_id": request.id,
         "status": request.status,
         "created_at": _iso(request.created_at),
-        "updated_at": _iso(request.updated_at),
+        "updated_at": _iso(updated_at),
         "completed_at": _iso(request.completed_at),
         "progress": progress.as_dict(),
         "products_total": request.product_count,
         "offset": offset,
         "limit": limit,
+        "next_offset": offset + limit if offset + limit < request.product_count else None,
         "products": products,
         "output_csv_url": f"{base}/api/requests/{request.id}/output.csv" if finished else None,
-        **({"webhook": webhook} if webhook is not None else {}),
+        "webhook": webhook,
     }
 
 
 def iter_output_rows(ctx: Context, request_id: str) -> Iterator[OutputRow]:
     """Every product in input order, read a page at a time."""
-    offset = 0
-    while True:
-        page = _products_page(ctx, request_id, offset, PAGE)
-        if not page:
-            return
+    start = 0
+    while page := _products_page(ctx, request_id, start, PAGE):
         for product, images in page:
             yield OutputRow(
                 serial_number=product.serial_number,
@@ -120,4 +134,4 @@ def iter_output_rows(ctx: Context, request_id: str) -> Iterator[OutputRow]:
                 input_urls=[i.input_url for i in images],
                 output_urls=[i.output_url if i.status == st.DONE else None for i in images],
             )
-        offset += PAGE
+        start += PAGE

@@ -18,8 +18,6 @@ from .pipeline import finalize
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 5  # an image whose worker died this many times is failed, not retried forever
-
 
 @dataclass(frozen=True)
 class SweepReport:
@@ -29,9 +27,17 @@ class SweepReport:
 
 
 def sweep_once(ctx: Context) -> SweepReport:
-    expired = ledger.requeue_expired_leases(ctx.db, MAX_ATTEMPTS)
-    cutoff = utcnow() - timedelta(seconds=ctx.settings.stale_pending_seconds)
-    stale = ledger.requeue_stale_pending(ctx.db, cutoff)
+    """One pass: expired leases, lost jobs, stuck finalizations."""
+    # Leases that ran out belong to dead workers: their jobs are gone for sure.
+    # (Images out of attempts are failed here instead, which may finish a request.)
+    expired = ledger.requeue_expired_leases(ctx.db, ctx.settings.max_attempts)
+    # A pending image may just be waiting in a long queue; only when the queue is empty
+    # is a stale pending image certainly lost (an enqueue failed, or a queue dropped it).
+    # Checking first keeps a backlog from being flooded with duplicate jobs.
+    stale: list[int] = []
+    if ctx.queue.depth() == 0:
+        cutoff = utcnow() - timedelta(seconds=ctx.settings.stale_pending_seconds)
+        stale = ledger.requeue_stale_pending(ctx.db, cutoff)
     if expired or stale:
         ctx.queue.enqueue(expired + stale)
         log.info("sweeper re-enqueued %d expired and %d stale images", len(expired), len(stale))
@@ -39,7 +45,6 @@ def sweep_once(ctx: Context) -> SweepReport:
     for request_id in ledger.unfinalized_request_ids(ctx.db):
         if finalize(ctx, request_id) is not None:
             finalized += 1
-    # Images failed for too many attempts may have completed a request too.
     return SweepReport(len(expired), len(stale), finalized)
 
 

@@ -56,9 +56,7 @@ def run_worker(
     def start_background() -> None:
         from .webhooks import run_delivery_loop
 
-        threading.Thread(
-            target=run_sweeper, args=(ctx, stop), name="sweeper", daemon=True
-        ).start()
+        threading.Thread(target=run_sweeper, args=(ctx, stop), name="sweeper", daemon=True).start()
         threading.Thread(
             target=run_delivery_loop, args=(ctx, stop), name="webhooks", daemon=True
         ).start()

@@ -7,6 +7,7 @@ group so a test can `kill -9` a worker with all its children, as a crash would.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -60,7 +61,9 @@ def multipart(csv_bytes: bytes, **fields: str) -> tuple[bytes, str]:
 class Service:
     """A running imgbatch deployment: one API process plus separate worker processes."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, api_workers: int = 0) -> None:
+    def __init__(
+        self, data_dir: Path, env: dict[str, str] | None = None, api_workers: int = 0
+    ) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -105,16 +108,16 @@ class Service:
         return self
 
     def start_worker(self, concurrency: int = 2) -> subprocess.Popen[bytes]:
-        proc = self._spawn(f"worker-{len(self.workers)}", ["worker", "--concurrency", str(concurrency)])
+        proc = self._spawn(
+            f"worker-{len(self.workers)}", ["worker", "--concurrency", str(concurrency)]
+        )
         self.workers.append(proc)
         return proc
 
     def kill_worker(self, proc: subprocess.Popen[bytes]) -> None:
         """kill -9 the worker and every process it forked, as a crash would."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         proc.wait(10)
 
     def wait_ready(self, timeout: float = 60) -> None:
@@ -148,7 +151,8 @@ class Service:
 
     def logs(self) -> str:
         return "\n".join(
-            f"--- {p.name}\n{p.read_text(errors='replace')[-6000:]}" for p in sorted(self.log_dir.glob("*.log"))
+            f"--- {p.name}\n{p.read_text(errors='replace')[-6000:]}"
+            for p in sorted(self.log_dir.glob("*.log"))
         )
 
     def __enter__(self) -> Service:
@@ -158,10 +162,15 @@ class Service:
         self.stop()
 
     # --- API helpers -------------------------------------------------------
-    def upload(self, csv_bytes: bytes, headers: dict[str, str] | None = None, **fields: str) -> tuple[int, dict[str, Any]]:
+    def upload(
+        self, csv_bytes: bytes, headers: dict[str, str] | None = None, **fields: str
+    ) -> tuple[int, dict[str, Any]]:
         body, content_type = multipart(csv_bytes, **fields)
         status, _, raw = http(
-            "POST", self.url + "/api/upload", body, {"Content-Type": content_type, **(headers or {})}
+            "POST",
+            self.url + "/api/upload",
+            body,
+            {"Content-Type": content_type, **(headers or {})},
         )
         return status, json.loads(raw)
 
@@ -170,7 +179,9 @@ class Service:
         assert status == 200, raw
         return json.loads(raw)  # type: ignore[no-any-return]
 
-    def wait_final(self, request_id: str, timeout: float = 120, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    def wait_final(
+        self, request_id: str, timeout: float = 120, headers: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         doc: dict[str, Any] = {}
         while time.monotonic() < deadline:

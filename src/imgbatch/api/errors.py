@@ -12,7 +12,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..errors import ApiError
 
 
-def error_body(code: str, message: str, details: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def error_body(
+    code: str, message: str, details: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details or []}}
 
 
@@ -20,17 +22,24 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(
-            error_body(exc.code, exc.message, exc.details), status_code=exc.status, headers=exc.headers
+            error_body(exc.code, exc.message, exc.details),
+            status_code=exc.status,
+            headers=exc.headers,
         )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
         details = [
-            {"field": ".".join(str(p) for p in err.get("loc", ())), "message": err.get("msg", "")}
+            {
+                "row": None,
+                "column": ".".join(str(p) for p in err.get("loc", ())),
+                "message": err.get("msg", ""),
+            }
             for err in exc.errors()
         ]
         return JSONResponse(
-            error_body("bad_request", "the request's parameters are invalid", details), status_code=400
+            error_body("bad_request", "the request's parameters are invalid", details),
+            status_code=400,
         )
 
     @app.exception_handler(StarletteHTTPException)

@@ -11,7 +11,7 @@ from starlette.datastructures import UploadFile
 
 from .. import statuses as st
 from ..context import Context
-from ..csvfile import iter_output_csv
+from ..csvout import iter_output_csv
 from ..errors import ApiError
 from ..intake import accept_upload, parse_format, parse_quality, validate_webhook_url
 from ..reports import get_request, iter_output_rows, status_document
@@ -54,7 +54,9 @@ async def _csv_and_fields(request: Request, max_csv: int) -> tuple[bytes, dict[s
         try:
             form = await request.form(max_files=1, max_fields=16, max_part_size=MULTIPART_OVERHEAD)
         except Exception as exc:
-            raise ApiError(400, "bad_multipart", f"the multipart body could not be parsed: {exc}") from None
+            raise ApiError(
+                400, "bad_multipart", f"the multipart body could not be parsed: {exc}"
+            ) from None
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise ApiError(400, "missing_file", "send the CSV in the multipart field 'file'")
@@ -84,7 +86,7 @@ async def _csv_and_fields(request: Request, max_csv: int) -> tuple[bytes, dict[s
     openapi_extra=UPLOAD_BODY,
 )
 async def upload(request: Request, owner: Owner) -> JSONResponse:
-    """Upload a product CSV. Optional fields: webhook_url, quality (1–100), format."""
+    """Upload a product CSV. Optional fields: webhook_url, quality (1-100), format."""
     ctx = _ctx(request)
     data, fields = await _csv_and_fields(request, ctx.settings.max_csv_bytes)
     quality = parse_quality(fields.get("quality"), ctx.settings.default_quality)
@@ -117,7 +119,7 @@ async def status(
     request_id: str,
     owner: Owner,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,  # past a 64-bit int SQL fails
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
 ) -> dict[str, Any]:
     """Progress of a request; `products` is paginated with offset/limit, progress never is."""
     ctx = _ctx(request)
@@ -139,7 +141,9 @@ async def output_csv(request: Request, request_id: str, owner: Owner) -> Streami
     ctx = _ctx(request)
     req = await run_in_threadpool(get_request, ctx, request_id, owner)
     if req.status not in st.FINAL:
-        raise ApiError(409, "not_finished", f"the request is {req.status}; try again when it is done")
+        raise ApiError(
+            409, "not_finished", f"the request is {req.status}; try again when it is done"
+        )
     chunks = iter_output_csv(iter_output_rows(ctx, request_id))
     return StreamingResponse(
         (chunk.encode("utf-8") for chunk in chunks),

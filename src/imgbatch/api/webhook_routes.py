@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from ..reports import get_request
 from ..webhooks import list_deliveries, redeliver
+from .ratelimit import limit_uploads
 from .routes import Owner, _ctx
 
 router = APIRouter()
@@ -24,7 +25,13 @@ async def deliveries(request: Request, request_id: str, owner: Owner) -> dict[st
     return {"request_id": request_id, "deliveries": items}
 
 
-@router.post("/api/requests/{request_id}/webhooks/redeliver", status_code=202, tags=["webhooks"])
+# Redelivery makes us POST to a URL on demand, so it shares the upload rate limit.
+@router.post(
+    "/api/requests/{request_id}/webhooks/redeliver",
+    status_code=202,
+    tags=["webhooks"],
+    dependencies=[Depends(limit_uploads)],
+)
 async def redeliver_completion(request: Request, request_id: str, owner: Owner) -> JSONResponse:
     """Queue another attempt of the `request.completed` event (same `webhook-id`).
 
