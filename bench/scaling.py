@@ -23,10 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from imagehost import image_host  # noqa: E402
 from throughput import end_to_end, photographs  # noqa: E402
 
 from support.backends import scaleout_env  # noqa: E402
-from support.imageserver import ImageServer  # noqa: E402
 from support.s3server import SCRUBBED_AWS_VARS, start_s3_server  # noqa: E402
 
 
@@ -53,7 +53,7 @@ def main() -> None:
             workdir = Path(tmp)
             (workdir / "img").mkdir()
             paths = photographs(args.megapixels, args.images, workdir / "img")
-            with ImageServer(workdir / "img") as server:
+            with image_host(workdir / "img") as server:
                 for workers in args.workers:
                     best = 0.0
                     for run in range(args.repeat):

@@ -57,11 +57,11 @@ def new_request(db: Database, n: int = 2, urls_per_row: int = 2) -> tuple[str, l
     return request_id, ids
 
 
-def finish(db: Database, image_id: int, ok: bool = True) -> None:
+def finish(db: Database, image_id: int, ok: bool = True) -> ledger.Recorded:
     claimed = ledger.claim_image(db, image_id, lease_seconds=60)
     assert claimed is not None
     if ok:
-        assert ledger.record_done(
+        recorded = ledger.record_done(
             db,
             claimed,
             output_key=f"k/{image_id}.jpg",
@@ -74,7 +74,9 @@ def finish(db: Database, image_id: int, ok: bool = True) -> None:
             kept_original=False,
         )
     else:
-        assert ledger.record_failed(db, claimed, "not_found", "HTTP 404")
+        recorded = ledger.record_failed(db, claimed, "not_found", "HTTP 404")
+    assert recorded.ours
+    return recorded
 
 
 def test_create_request_keeps_input_order_and_counts(db: Database) -> None:
@@ -112,16 +114,17 @@ def test_a_claim_is_exclusive_until_its_lease_expires(db: Database) -> None:
     second = ledger.claim_image(db, ids[0], lease_seconds=60)
     assert second is not None and second.attempt == 2
     # The first worker comes back late: its result is not recorded over the new claim.
-    assert not ledger.record_failed(db, first, "timeout", "late")
-    assert ledger.record_failed(db, second, "not_found", "gone")
+    assert not ledger.record_failed(db, first, "timeout", "late").ours
+    recorded = ledger.record_failed(db, second, "not_found", "gone")
+    assert recorded.ours and recorded.maybe_last
     assert ledger.claim_image(db, ids[0], lease_seconds=60) is None  # final images stay final
 
 
 def test_finalize_waits_for_every_image_and_derives_the_status(db: Database) -> None:
     request_id, ids = new_request(db, n=2, urls_per_row=1)
-    finish(db, ids[0], ok=True)
+    assert not finish(db, ids[0], ok=True).maybe_last
     assert ledger.finalize_request(db, request_id) is None
-    finish(db, ids[1], ok=False)
+    assert finish(db, ids[1], ok=False).maybe_last
     assert ledger.finalize_request(db, request_id) == st.COMPLETED_WITH_ERRORS
     assert ledger.finalize_request(db, request_id) is None  # only once
 

@@ -517,7 +517,6 @@ class TestS3Storage(StorageContract):
         obj = storage.get("a.webp")
         assert obj is not None and obj.data == b"x"
 
-    @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
     def test_forked_child_gets_its_own_client(self, storage: S3Storage) -> None:
         storage.put("f.webp", b"forked", "image/webp")
         parent_client = storage._client

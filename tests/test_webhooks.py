@@ -21,7 +21,6 @@ from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -42,7 +41,7 @@ from imgbatch.webhook_rules import (
     parse_retry_after,
     retry_delay,
 )
-from support.databases import PG_ADMIN, postgres_database, sqlite_url
+from support.databases import postgres_database, sqlite_url
 from support.receiver import Receiver, Reply
 
 SECRET = "whsec_" + base64.b64encode(b"imgbatch-test-key-imgbatch-test!").decode()
@@ -669,10 +668,6 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield url
         dispose_engines()
         return
-    try:
-        psycopg.connect(PG_ADMIN, connect_timeout=3).close()
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL on 127.0.0.1:5432: {exc}")
     with postgres_database() as url:
         upgrade(url)
         yield url

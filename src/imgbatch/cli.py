@@ -96,7 +96,7 @@ def serve(
     workers: Annotated[
         int | None,
         typer.Option(
-            help="Image worker processes started beside the API; 0 runs the API alone. Default: one per core."
+            help="Image worker processes started beside the API; 0 runs the API alone. Default: one per core, plus one."
         ),
     ] = None,
 ) -> None:
@@ -134,7 +134,8 @@ def serve(
 @app.command()
 def worker(
     concurrency: Annotated[
-        int | None, typer.Option(help="Image jobs run at once (processes). Default: one per core.")
+        int | None,
+        typer.Option(help="Image jobs run at once (processes). Default: one per core, plus one."),
     ] = None,
     metrics_port: Annotated[
         int | None,

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -93,6 +93,12 @@ class Database:
             self._pid = os.getpid()
         with self._factory.begin() as session:
             yield session
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """A Core connection in a transaction, for hot paths that need no ORM."""
+        with self.engine.begin() as conn:
+            yield conn
 
     def ping(self) -> None:
         with self.engine.connect() as conn:

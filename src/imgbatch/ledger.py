@@ -16,13 +16,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, case, exists, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, case, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from . import statuses as st
 from .csvfile import ProductRow
 from .db import Database
-from .models import Image, Product, Request, utcnow
+from .models import Image, Product, Request, UTCDateTime, utcnow
 
 
 @dataclass(frozen=True)
@@ -119,93 +119,153 @@ def create_request(
     return image_ids
 
 
+# The per-image statements are built once: a worker runs them for every image, and
+# building SQLAlchemy expressions costs more CPU than SQLite takes to run them.
+_images = Image.__table__
+_products = Product.__table__
+_requests = Request.__table__
+_now = bindparam("now", type_=UTCDateTime())
+
+_CLAIM = (
+    update(_images)
+    .where(
+        _images.c.id == bindparam("image_id"),
+        or_(
+            _images.c.status == st.PENDING,
+            and_(_images.c.status == st.PROCESSING, _images.c.lease_until < _now),
+        ),
+        _images.c.attempts < bindparam("max_attempts"),
+    )
+    .values(
+        status=st.PROCESSING,
+        attempts=_images.c.attempts + 1,
+        lease_until=bindparam("lease_until", type_=UTCDateTime()),
+        started_at=_now,
+    )
+    .returning(
+        _images.c.request_id,
+        _images.c.attempts,
+        _images.c.input_url,
+        _images.c.position,
+        _images.c.product_id,
+    )
+)
+_CLAIM_CONTEXT = (
+    select(
+        _products.c.serial_number,
+        _products.c.position,
+        _requests.c.quality,
+        _requests.c.output_format,
+        _requests.c.status,
+    )
+    .join(_requests, _requests.c.id == _products.c.request_id)
+    .where(_products.c.id == bindparam("product_id"))
+)
+_START_REQUEST = (
+    update(_requests)
+    .where(_requests.c.id == bindparam("request_id"), _requests.c.status == st.PENDING)
+    .values(status=st.PROCESSING, updated_at=_now)
+)
+_OUR_CLAIM = and_(
+    _images.c.id == bindparam("image_id"),
+    _images.c.status == st.PROCESSING,
+    _images.c.attempts == bindparam("attempt"),
+)
+_RENEW = (
+    update(_images)
+    .where(_OUR_CLAIM)
+    .values(lease_until=bindparam("lease_until", type_=UTCDateTime()))
+)
+_RESULT_FIELDS = (
+    "status",
+    "error_code",
+    "error_message",
+    "output_key",
+    "output_url",
+    "output_format",
+    "bytes_in",
+    "bytes_out",
+    "width",
+    "height",
+    "kept_original",
+)
+_RECORD = (
+    update(_images)
+    .where(_OUR_CLAIM)
+    .values(
+        lease_until=None,
+        finished_at=_now,
+        **{name: bindparam(f"v_{name}") for name in _RESULT_FIELDS},
+    )
+)
+_ANY_UNFINISHED = select(
+    exists().where(
+        _images.c.request_id == bindparam("request_id"), _images.c.status.in_(st.UNFINISHED)
+    )
+)
+
+
 def claim_image(
     db: Database, image_id: int, lease_seconds: float, max_attempts: int = 5
 ) -> ClaimedImage | None:
     """Take the image for processing, or None when it is done, leased by another worker,
     or has used up its attempts (the sweeper then fails it)."""
     now = utcnow()
-    with db.session() as session:
-        claimed = session.execute(
-            update(Image)
-            .where(
-                Image.id == image_id,
-                or_(
-                    Image.status == st.PENDING,
-                    and_(Image.status == st.PROCESSING, Image.lease_until < now),
-                ),
-                Image.attempts < max_attempts,
-            )
-            .values(
-                status=st.PROCESSING,
-                attempts=Image.attempts + 1,
-                lease_until=now + timedelta(seconds=lease_seconds),
-                started_at=now,
-            )
-            .returning(Image.request_id, Image.attempts)
+    with db.connection() as conn:
+        claimed = conn.execute(
+            _CLAIM,
+            {
+                "image_id": image_id,
+                "now": now,
+                "max_attempts": max_attempts,
+                "lease_until": now + timedelta(seconds=lease_seconds),
+            },
         ).first()
         if claimed is None:
             return None
-        request_id, attempt = claimed
-        session.execute(
-            update(Request)
-            .where(Request.id == request_id, Request.status == st.PENDING)
-            .values(status=st.PROCESSING, updated_at=now)
-        )
-        row = session.execute(
-            select(
-                Image.input_url,
-                Image.position,
-                Product.serial_number,
-                Product.position,
-                Request.quality,
-                Request.output_format,
-            )
-            .join(Product, Product.id == Image.product_id)
-            .join(Request, Request.id == Image.request_id)
-            .where(Image.id == image_id)
-        ).one()
+        context = conn.execute(_CLAIM_CONTEXT, {"product_id": claimed.product_id}).one()
+        if context.status == st.PENDING:
+            conn.execute(_START_REQUEST, {"request_id": claimed.request_id, "now": now})
     return ClaimedImage(
         id=image_id,
-        request_id=request_id,
-        input_url=row[0],
-        position=row[1],
-        serial_number=row[2],
-        product_position=row[3],
-        quality=row[4],
-        output_format=row[5],
-        attempt=attempt,
+        request_id=claimed.request_id,
+        input_url=claimed.input_url,
+        position=claimed.position,
+        serial_number=context.serial_number,
+        product_position=context.position,
+        quality=context.quality,
+        output_format=context.output_format,
+        attempt=claimed.attempts,
     )
 
 
 def renew_lease(db: Database, claimed: ClaimedImage, lease_seconds: float) -> bool:
     """Extend our claim before a long step; False when it was already lost to another worker."""
-    with db.session() as session:
-        result = session.execute(
-            update(Image)
-            .where(
-                Image.id == claimed.id,
-                Image.status == st.PROCESSING,
-                Image.attempts == claimed.attempt,
-            )
-            .values(lease_until=utcnow() + timedelta(seconds=lease_seconds))
-        )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+    params = {
+        "image_id": claimed.id,
+        "attempt": claimed.attempt,
+        "lease_until": utcnow() + timedelta(seconds=lease_seconds),
+    }
+    with db.connection() as conn:
+        return bool(conn.execute(_RENEW, params).rowcount)
 
 
-def _record(db: Database, claimed: ClaimedImage, values: dict[str, object]) -> bool:
-    now = utcnow()
-    with db.session() as session:
-        result = session.execute(
-            update(Image)
-            .where(
-                Image.id == claimed.id,
-                Image.status == st.PROCESSING,
-                Image.attempts == claimed.attempt,
-            )
-            .values(lease_until=None, finished_at=now, **values)
-        )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+@dataclass(frozen=True)
+class Recorded:
+    """The outcome of recording a result."""
+
+    ours: bool  # False: our claim was lost and another worker owns the image now
+    maybe_last: bool  # no image of the request was unfinished right after ours
+
+
+def _record(db: Database, claimed: ClaimedImage, values: dict[str, object]) -> Recorded:
+    params = {f"v_{name}": values.get(name) for name in _RESULT_FIELDS}
+    params.update(image_id=claimed.id, attempt=claimed.attempt, now=utcnow())
+    with db.connection() as conn:
+        if not conn.execute(_RECORD, params).rowcount:
+            return Recorded(ours=False, maybe_last=False)
+        unfinished = conn.execute(_ANY_UNFINISHED, {"request_id": claimed.request_id}).scalar()
+    return Recorded(ours=True, maybe_last=not unfinished)
 
 
 def record_done(
@@ -220,15 +280,13 @@ def record_done(
     width: int,
     height: int,
     kept_original: bool,
-) -> bool:
-    """Mark the image done; False when our claim was lost (another worker owns it now)."""
+) -> Recorded:
+    """Mark the image done (only while we hold its claim)."""
     return _record(
         db,
         claimed,
         {
             "status": st.DONE,
-            "error_code": None,
-            "error_message": None,
             "output_key": output_key,
             "output_url": output_url,
             "output_format": output_format,
@@ -241,8 +299,8 @@ def record_done(
     )
 
 
-def record_failed(db: Database, claimed: ClaimedImage, code: str, message: str) -> bool:
-    """Mark the image failed with a reason code; False when our claim was lost."""
+def record_failed(db: Database, claimed: ClaimedImage, code: str, message: str) -> Recorded:
+    """Mark the image failed with a reason code (only while we hold its claim)."""
     return _record(
         db, claimed, {"status": st.FAILED, "error_code": code, "error_message": message[:2000]}
     )

@@ -35,7 +35,9 @@ def process_image(ctx: Context, image_id: int) -> str | None:
     extra = {"request_id": claimed.request_id, "image_id": claimed.id}
     try:
         fetched = ctx.fetcher.fetch(claimed.input_url)
-        if not ledger.renew_lease(ctx.db, claimed, lease):
+        # A slow download ate into the lease: extend it before compressing.
+        slow = time.perf_counter() - started > lease / 4
+        if slow and not ledger.renew_lease(ctx.db, claimed, lease):
             log.warning("lease lost while fetching; another worker has the image", extra=extra)
             return None
         options = imaging.CompressOptions(
@@ -83,12 +85,13 @@ def process_image(ctx: Context, image_id: int) -> str | None:
             kept_original=result.kept_original,
         )
         status = "done"
-    if not recorded:
+    if not recorded.ours:
         # Our lease ran out and another worker took the image: its result counts, not ours.
         log.warning("lease lost before recording; result dropped", extra=extra)
         return None
     metrics.image_processed(status, code, seconds)
-    finalize(ctx, claimed.request_id)
+    if recorded.maybe_last:
+        finalize(ctx, claimed.request_id)
     return status
 
 
