@@ -20,6 +20,7 @@ run: install
 ## Set up and run the whole test suite (starts PostgreSQL and Redis if they are down).
 test: install services
 	$(BIN)/ruff check src tests
+	$(BIN)/mypy src
 	$(BIN)/pytest
 
 services:

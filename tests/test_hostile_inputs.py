@@ -10,7 +10,6 @@ on to compress good images afterwards.
 
 from __future__ import annotations
 
-import csv
 import gzip
 import io
 import json
@@ -28,7 +27,7 @@ import pytest
 
 from conftest import encode, photo
 from support.imageserver import ImageServer
-from support.service import Service, http, multipart
+from support.service import Service, http, multipart, products_csv
 
 MAX_CSV_BYTES = 256 * 1024
 LIMITS = {
@@ -158,15 +157,6 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         yield svc
     finally:
         svc.stop()
-
-
-def products_csv(rows: list[tuple[str, list[str]]]) -> bytes:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["S. No.", "Product Name", "Input Image Urls"])
-    for serial, (name, urls) in enumerate(rows, start=1):
-        writer.writerow([serial, name, ",".join(urls)])
-    return out.getvalue().encode()
 
 
 def error_of(raw: bytes) -> dict[str, object]:
@@ -357,9 +347,34 @@ def test_declared_oversize_upload_is_refused_before_the_body_is_read(service: Se
     ).encode()
     with socket.create_connection(("127.0.0.1", service.port), timeout=10) as sock:
         sock.sendall(head + HEADER)  # the announced body is never sent
-        answer = sock.recv(65536)
+        answer = _read_response(sock)
     assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
     assert b'"too_large"' in answer
+
+
+def _read_response(sock: socket.socket) -> bytes:
+    """Headers and the whole Content-Length body, however the segments arrive."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        piece = sock.recv(65536)
+        if not piece:
+            return data
+        data += piece
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        (
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        ),
+        0,
+    )
+    while len(body) < length:
+        piece = sock.recv(65536)
+        if not piece:
+            break
+        body += piece
+    return head + b"\r\n\r\n" + body
 
 
 ENDLESS = 256 * 1024 * 1024  # far more than any socket buffer could hold

@@ -24,7 +24,7 @@ import pytest
 
 from imgbatch.api.middleware import SecurityHeaders
 from support.imageserver import ImageServer
-from support.service import Service, multipart
+from support.service import Service, multipart, products_csv
 
 Headers = dict[str, str]
 
@@ -48,15 +48,6 @@ def call(
         return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
     finally:
         conn.close()
-
-
-def products_csv(rows: list[tuple[str, list[str]]]) -> bytes:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["S. No.", "Product Name", "Input Image Urls"])
-    for serial, (name, urls) in enumerate(rows, start=1):
-        writer.writerow([serial, name, ",".join(urls)])
-    return out.getvalue().encode()
 
 
 def upload(

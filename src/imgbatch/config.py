@@ -101,7 +101,7 @@ class Settings(BaseSettings):
     webhook_secret: str | None = None
     webhook_timeout: float = 10.0
     webhook_schedule: Annotated[list[float], NoDecode] = Field(
-        default_factory=lambda: [5, 30, 120, 600, 1800, 3600, 7200, 14400, 28800]
+        default_factory=lambda: [5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0]
     )
     webhook_poll_interval: float = 1.0
 

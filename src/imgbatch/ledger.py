@@ -15,8 +15,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import and_, bindparam, case, exists, func, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, case, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from . import statuses as st
@@ -72,7 +73,7 @@ def create_request(
         # Plain executemany (no RETURNING): SQLite would need one statement per row to
         # return ids in order, so ids are read back with one SELECT per table instead.
         session.execute(
-            insert(Product.__table__),
+            insert(_products),
             [
                 {
                     "request_id": request_id,
@@ -94,7 +95,7 @@ def create_request(
             .all()
         )
         session.execute(
-            insert(Image.__table__),
+            insert(_images),
             [
                 {
                     "request_id": request_id,
@@ -121,9 +122,9 @@ def create_request(
 
 # The per-image statements are built once: a worker runs them for every image, and
 # building SQLAlchemy expressions costs more CPU than SQLite takes to run them.
-_images = Image.__table__
-_products = Product.__table__
-_requests = Request.__table__
+_images = cast(Table, Image.__table__)
+_products = cast(Table, Product.__table__)
+_requests = cast(Table, Request.__table__)
 _now = bindparam("now", type_=UTCDateTime())
 
 _CLAIM = (

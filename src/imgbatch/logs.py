@@ -55,8 +55,8 @@ def setup_logging(fmt: str = "text", level: str = "INFO") -> None:
         sys.excepthook = _log_uncaught
         threading.excepthook = lambda args: _log_uncaught(
             args.exc_type,
-            args.exc_value,
-            args.exc_traceback,  # type: ignore[arg-type]
+            args.exc_value,  # type: ignore[arg-type]
+            args.exc_traceback,
         )
 
 

@@ -33,6 +33,8 @@ def process_image(ctx: Context, image_id: int) -> str | None:
         return None
     started = time.perf_counter()
     extra = {"request_id": claimed.request_id, "image_id": claimed.id}
+    code: str | None
+    message: str | None
     try:
         fetched = ctx.fetcher.fetch(claimed.input_url)
         # A slow download ate into the lease: extend it before compressing.

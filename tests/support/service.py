@@ -8,6 +8,8 @@ group so a test can `kill -9` a worker with all its children, as a crash would.
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import os
 import signal
@@ -56,6 +58,16 @@ def multipart(csv_bytes: bytes, **fields: str) -> tuple[bytes, str]:
     ).encode()
     out += csv_bytes + f"\r\n--{boundary}--\r\n".encode()
     return out, f"multipart/form-data; boundary={boundary}"
+
+
+def products_csv(rows: list[tuple[str, list[str]]]) -> bytes:
+    """A valid product CSV: serial numbers 1..n, one (name, urls) pair per row."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["S. No.", "Product Name", "Input Image Urls"])
+    for serial, (name, urls) in enumerate(rows, start=1):
+        writer.writerow([serial, name, ",".join(urls)])
+    return out.getvalue().encode()
 
 
 class Service:

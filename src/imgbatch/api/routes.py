@@ -28,7 +28,8 @@ CSV_TYPES = ("text/csv", "application/csv", "text/plain", "application/vnd.ms-ex
 
 
 def _ctx(request: Request) -> Context:
-    return request.app.state.ctx  # type: ignore[no-any-return]
+    ctx: Context = request.app.state.ctx
+    return ctx
 
 
 async def _read_capped(request: Request, cap: int) -> bytes:
