@@ -44,7 +44,12 @@ def _prepare(settings: Settings) -> None:
     setup_multiprocess(settings.data_dir)  # before any metric is touched, before workers fork
     try:
         upgrade(settings.resolved_database_url)
-        check_backends(Context(settings))
+        checked = Context(settings)
+        check_backends(checked)
+        # Close what the check opened now, in this process: left to the garbage collector,
+        # a SQLite connection could be finalized in a forked worker instead, where closing
+        # it may delete the WAL file that this process still uses.
+        checked.queue.close()
     except ConfigError as exc:
         typer.echo(f"imgbatch: configuration error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -24,7 +24,8 @@ _engines: dict[tuple[int, str], Engine] = {}
 def _after_fork_in_child() -> None:
     # A thread of the parent (sweeper, webhook sender) may have held the lock at fork
     # time; the child starts with a fresh one. Engines are keyed by pid, so the parent's
-    # are never used here — and never closed from here, which would break the parent's.
+    # are never used here, and they stay referenced in `_engines`: closing an inherited
+    # SQLite connection in a child can delete the WAL file the parent still writes to.
     global _lock
     _lock = threading.Lock()
 
@@ -66,11 +67,12 @@ def get_engine(url: str) -> Engine:
 
 
 def dispose_engines() -> None:
-    """Forget every engine without closing connections a parent process may still use."""
+    """Close this process's engines (tests and shutdown; never call it in a forked child)."""
     with _lock:
-        for engine in _engines.values():
-            engine.dispose(close=False)
-        _engines.clear()
+        for (pid, url), engine in list(_engines.items()):
+            if pid == os.getpid():
+                engine.dispose()
+                del _engines[(pid, url)]
 
 
 class Database:

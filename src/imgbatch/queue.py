@@ -35,6 +35,9 @@ class QueueError(Exception):
     """The queue backend is misconfigured or unreachable."""
 
 
+_INHERITED: list[Any] = []  # connections inherited across fork: kept open, never used
+
+
 def _reset_in_forked_child(storage: Any) -> None:
     """Make a forked child open its own connection instead of using its parent's.
 
@@ -60,6 +63,11 @@ class _SqliteStorage(SqliteStorage):
         _reset_in_forked_child(self)
 
     def forget_connection(self) -> None:
+        # Keep the parent's connection alive, never close it here: closing an inherited
+        # SQLite connection in a child can make SQLite think it is the last user of the
+        # database and delete the WAL file that the parent is still writing to.
+        if self._conn is not None:
+            _INHERITED.append(self._conn)
         self._conn = None
         self.lock = threading.Lock()
 
@@ -220,6 +228,10 @@ class JobQueue:
 
     def flush(self) -> None:
         self.huey.flush()
+
+    def close(self) -> None:
+        """Close this process's connection to the queue backend."""
+        self.huey.storage.close()
 
     def consumer(
         self,

@@ -14,7 +14,6 @@ import threading
 from . import imaging
 from .config import Settings
 from .context import process_context
-from .db import dispose_engines
 from .pipeline import process_image
 from .sweeper import run_sweeper
 
@@ -48,8 +47,9 @@ def run_worker(
     @queue.huey.on_startup()
     def _init_worker() -> None:
         # Runs in each worker (process or thread) before it takes jobs.
+        # A forked child builds its own engines and queue connection (both keyed by pid)
+        # and never closes what it inherited: see db._after_fork_in_child.
         if settings.worker_type == "process":
-            dispose_engines()
             _limit_memory(settings.worker_max_rss_mb)
         imaging.configure()
 
