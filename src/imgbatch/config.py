@@ -72,6 +72,7 @@ class Settings(BaseSettings):
     max_url_length: int = 2048
     max_cell_chars: int = 200_000
     max_columns: int = 60
+    max_concurrent_uploads: int = 4  # per API process; more wait their turn
 
     # --- fetching ------------------------------------------------------------
     fetch_connect_timeout: float = 5.0

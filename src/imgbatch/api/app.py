@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from fastapi import FastAPI
@@ -31,6 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.ctx = Context(settings)
+    app.state.upload_slots = asyncio.Semaphore(max(1, settings.max_concurrent_uploads))
     app.state.api_keys = ApiKeys(settings.load_api_keys())
     if not app.state.api_keys.enabled:
         log.warning("no IMGBATCH_API_KEYS configured: the API is open to anyone who can reach it")

@@ -89,19 +89,22 @@ async def _csv_and_fields(request: Request, max_csv: int) -> tuple[bytes, dict[s
 async def upload(request: Request, owner: Owner) -> JSONResponse:
     """Upload a product CSV. Optional fields: webhook_url, quality (1-100), format."""
     ctx = _ctx(request)
-    data, fields = await _csv_and_fields(request, ctx.settings.max_csv_bytes)
-    quality = parse_quality(fields.get("quality"), ctx.settings.default_quality)
-    output_format = parse_format(fields.get("format"))
-    webhook_url = await run_in_threadpool(validate_webhook_url, ctx, fields.get("webhook_url"))
-    accepted = await run_in_threadpool(
-        accept_upload,
-        ctx,
-        data,
-        quality=quality,
-        output_format=output_format,
-        webhook_url=webhook_url,
-        owner=owner,
-    )
+    # Uploads take their turn: each may hold a few copies of a 20 MiB body while it is
+    # parsed, so their number (not only their size) bounds the process's memory.
+    async with request.app.state.upload_slots:
+        data, fields = await _csv_and_fields(request, ctx.settings.max_csv_bytes)
+        quality = parse_quality(fields.get("quality"), ctx.settings.default_quality)
+        output_format = parse_format(fields.get("format"))
+        webhook_url = await run_in_threadpool(validate_webhook_url, ctx, fields.get("webhook_url"))
+        accepted = await run_in_threadpool(
+            accept_upload,
+            ctx,
+            data,
+            quality=quality,
+            output_format=output_format,
+            webhook_url=webhook_url,
+            owner=owner,
+        )
     return JSONResponse(
         {
             "request_id": accepted.request_id,
