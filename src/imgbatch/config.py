@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     storage_url: str | None = None
     public_base_url: str | None = None
     public_storage_base_url: str | None = None
+    # Local files: fsync each image and its directory before the ledger records it, so a
+    # power loss never leaves a "done" image without its bytes. Off trades that for speed.
+    storage_fsync: bool = True
 
     # --- S3-compatible storage (falls back to the usual AWS_* variables) ----
     s3_endpoint_url: str | None = None

@@ -233,7 +233,7 @@ def open_storage(url: str, settings: Settings | None = None) -> Storage:
             if settings.storage_url is None and url == settings.resolved_storage_url
             else f"IMGBATCH_STORAGE_URL={url}"
         )
-        return LocalStorage(Path(path), url=url, setting=setting)
+        return LocalStorage(Path(path), url=url, setting=setting, fsync=settings.storage_fsync)
     if parts.scheme == "s3":
         if not parts.netloc:
             raise StorageError(f"IMGBATCH_STORAGE_URL needs a bucket: s3://bucket/prefix, {url!r}")
