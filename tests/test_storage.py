@@ -532,3 +532,17 @@ class TestS3Storage(StorageContract):
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
         assert storage._client is parent_client
+
+
+@pytest.mark.parametrize("fsync", [True, False])
+def test_local_durability_follows_the_setting(
+    tmp_path: Path, fsync: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    storage = open_storage(tmp_path.as_uri(), make_settings(storage_fsync=fsync))
+    storage.put("r/1/0.jpg", b"bytes", "image/jpeg")
+    assert storage.get("r/1/0.jpg") is not None
+    assert (len(synced) == 2) is fsync  # the file, then its directory
+    assert (not synced) is (not fsync)
