@@ -66,9 +66,10 @@ class _SqliteStorage(SqliteStorage):
         # Keep the parent's connection alive, never close it here: closing an inherited
         # SQLite connection in a child can make SQLite think it is the last user of the
         # database and delete the WAL file that the parent is still writing to.
-        if self._conn is not None:
-            _INHERITED.append(self._conn)
-        self._conn = None
+        inherited: Any = getattr(self, "_conn", None)
+        if inherited is not None:
+            _INHERITED.append(inherited)
+        setattr(self, "_conn", None)  # noqa: B010 - Huey's attribute, untyped
         self.lock = threading.Lock()
 
     def _create_connection(self) -> Any:
