@@ -96,7 +96,8 @@ class Settings(BaseSettings):
     lease_seconds: float = 120.0
     max_attempts: int = 5  # claims of one image before it is failed (a poison image kills workers)
     sweep_interval: float = 15.0
-    stale_pending_seconds: float = 120.0
+    stale_pending_seconds: float = 120.0  # pending and not enqueued this long: lost (queue empty)
+    lost_job_seconds: float = 3600.0  # the same while the queue is busy
 
     # --- webhooks ------------------------------------------------------------
     webhook_url: str | None = Field(

@@ -31,13 +31,13 @@ def sweep_once(ctx: Context) -> SweepReport:
     # Leases that ran out belong to dead workers: their jobs are gone for sure.
     # (Images out of attempts are failed here instead, which may finish a request.)
     expired = ledger.requeue_expired_leases(ctx.db, ctx.settings.max_attempts)
-    # A pending image may just be waiting in a long queue; only when the queue is empty
-    # is a stale pending image certainly lost (an enqueue failed, or a queue dropped it).
-    # Checking first keeps a backlog from being flooded with duplicate jobs.
-    stale: list[int] = []
-    if ctx.queue.depth() == 0:
-        cutoff = utcnow() - timedelta(seconds=ctx.settings.stale_pending_seconds)
-        stale = ledger.requeue_stale_pending(ctx.db, cutoff)
+    # A pending image may just be waiting in a long queue. When the queue is empty, one
+    # not enqueued for `stale_pending_seconds` is certainly lost (an enqueue failed, or a
+    # queue dropped it); while the queue is busy, only after `lost_job_seconds`, so a
+    # backlog is not flooded with duplicates and a lost job still comes back under load.
+    busy = ctx.queue.depth() > 0
+    age = ctx.settings.lost_job_seconds if busy else ctx.settings.stale_pending_seconds
+    stale = ledger.requeue_stale_pending(ctx.db, utcnow() - timedelta(seconds=age))
     if expired or stale:
         ctx.queue.enqueue(expired + stale)
         log.info("sweeper re-enqueued %d expired and %d stale images", len(expired), len(stale))

@@ -1,0 +1,65 @@
+"""The sweeper finds lost jobs without flooding a busy queue (real SQLite ledger and queue)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import select, update
+
+from imgbatch.config import Settings
+from imgbatch.context import Context
+from imgbatch.csvfile import ProductRow
+from imgbatch.db import upgrade
+from imgbatch.ledger import create_request
+from imgbatch.models import Image, utcnow
+from imgbatch.sweeper import sweep_once
+
+
+def pending_request(ctx: Context) -> list[int]:
+    products = [
+        ProductRow(row=2, serial_number=1, product_name="P", urls=("https://x.example/a.jpg",))
+    ]
+    return create_request(
+        ctx.db,
+        request_id="r" * 32,
+        products=products,
+        quality=50,
+        output_format="keep",
+        webhook_url=None,
+        owner=None,
+    )
+
+
+def age(ctx: Context, ids: list[int], seconds: float) -> None:
+    with ctx.db.session() as session:
+        session.execute(
+            update(Image)
+            .where(Image.id.in_(ids))
+            .values(enqueued_at=utcnow() - timedelta(seconds=seconds))
+        )
+
+
+def test_lost_jobs_come_back_when_the_queue_is_empty_or_after_an_hour_when_busy(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(data_dir=tmp_path, stale_pending_seconds=60, lost_job_seconds=3600)
+    upgrade(settings.resolved_database_url)
+    ctx = Context(settings)
+    ids = pending_request(ctx)  # in the ledger, never enqueued: as if the enqueue was lost
+    ctx.queue.enqueue([999_999])  # someone else's backlog keeps the queue busy
+
+    age(ctx, ids, 600)  # stale, but the queue is busy: it may just be waiting its turn
+    assert sweep_once(ctx).stale == 0
+    age(ctx, ids, 7200)  # still pending after an hour of a busy queue: lost
+    assert sweep_once(ctx).stale == 1
+    assert ctx.queue.depth() == 2
+    assert sweep_once(ctx).stale == 0  # re-stamped: not enqueued again on the next pass
+
+    ctx.queue.flush()
+    age(ctx, ids, 600)  # the queue is empty: a stale pending image is certainly lost
+    assert sweep_once(ctx).stale == 1
+    with ctx.db.session() as session:
+        stamped = session.execute(select(Image.enqueued_at).where(Image.id == ids[0])).scalar_one()
+    assert utcnow() - stamped < timedelta(seconds=60)
+    ctx.queue.close()
