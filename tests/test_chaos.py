@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from conftest import encode, photo
 from support.backends import scaleout_env
+from support.databases import query
 from support.imageserver import ImageServer
 from support.receiver import Receiver
 from support.s3server import SCRUBBED_AWS_VARS, S3Server
@@ -92,21 +92,17 @@ def test_killed_workers_lose_nothing(
             time.sleep(1.5)  # a second (duplicate) webhook would arrive now
 
         # --- the ledger: every image done once, under its own key --------------------------
-        engine = create_engine(
-            env["IMGBATCH_DATABASE_URL"].replace("postgresql://", "postgresql+psycopg://")
+        ledger_url = env["IMGBATCH_DATABASE_URL"]
+        images = query(
+            ledger_url,
+            "SELECT status, output_key, attempts FROM images WHERE request_id = :r",
+            r=request_id,
         )
-        try:
-            with engine.connect() as conn:
-                images = conn.execute(
-                    text("SELECT status, output_key, attempts FROM images WHERE request_id = :r"),
-                    {"r": request_id},
-                ).all()
-                deliveries = conn.execute(
-                    text("SELECT status, attempts FROM webhook_deliveries WHERE request_id = :r"),
-                    {"r": request_id},
-                ).all()
-        finally:
-            engine.dispose()
+        deliveries = query(
+            ledger_url,
+            "SELECT status, attempts FROM webhook_deliveries WHERE request_id = :r",
+            r=request_id,
+        )
         assert len(images) == total
         assert {status for status, _, _ in images} == {"done"}
         keys = [key for _, key, _ in images]

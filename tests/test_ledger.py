@@ -16,7 +16,7 @@ from imgbatch import statuses as st
 from imgbatch.csvfile import ProductRow
 from imgbatch.db import Database, upgrade
 from imgbatch.models import Image, Request, utcnow
-from support.databases import postgres_database, sqlite_url
+from support.databases import add_request, postgres_database, sqlite_url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -45,16 +45,7 @@ def products(n: int, urls_per_row: int = 2) -> list[ProductRow]:
 
 def new_request(db: Database, n: int = 2, urls_per_row: int = 2) -> tuple[str, list[int]]:
     request_id = f"req{time.monotonic_ns()}"
-    ids = ledger.create_request(
-        db,
-        request_id=request_id,
-        products=products(n, urls_per_row),
-        quality=50,
-        output_format="keep",
-        webhook_url=None,
-        owner=None,
-    )
-    return request_id, ids
+    return request_id, add_request(db, products(n, urls_per_row), request_id)
 
 
 def finish(db: Database, image_id: int, ok: bool = True) -> ledger.Recorded:

@@ -7,8 +7,7 @@ import io
 import time
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
-
+from support.databases import query
 from support.imageserver import ImageServer
 from support.service import Service
 
@@ -39,15 +38,12 @@ def test_kill_worker_mid_request(tmp_path: Path, image_server: ImageServer) -> N
         assert doc["progress"]["succeeded"] == 12
 
         # Every image done exactly once in the ledger; one object per image, no duplicates.
-        engine = create_engine(f"sqlite:///{tmp_path / 'data' / 'imgbatch.db'}")
-        with engine.connect() as conn:
-            done = conn.execute(
-                text(
-                    "SELECT count(*), count(DISTINCT output_key) FROM images WHERE request_id=:r AND status='done'"
-                ),
-                {"r": request_id},
-            ).one()
-        engine.dispose()
+        (done,) = query(
+            f"sqlite:///{tmp_path / 'data' / 'imgbatch.db'}",
+            "SELECT count(*), count(DISTINCT output_key) FROM images"
+            " WHERE request_id = :r AND status = 'done'",
+            r=request_id,
+        )
         assert tuple(done) == (12, 12)
         stored = sorted(
             p for p in (tmp_path / "data" / "images" / request_id).rglob("*") if p.is_file()

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import create_engine, text, update
+from sqlalchemy import update
 
 from imgbatch import ledger
 from imgbatch.config import Settings
@@ -34,7 +34,7 @@ from imgbatch.models import Image as ImageRow
 from imgbatch.models import utcnow
 from imgbatch.sweeper import sweep_once
 from support.backends import redis_database, scaleout_env
-from support.databases import postgres_database
+from support.databases import add_request, postgres_database, query
 from support.imageserver import ImageServer
 from support.receiver import Receiver
 from support.s3server import SCRUBBED_AWS_VARS, S3Server, dummy_s3_env
@@ -83,18 +83,12 @@ def bucket_and_prefix(env: dict[str, str]) -> tuple[str, str]:
 
 
 def done_keys(env: dict[str, str], request_id: str) -> list[str]:
-    engine = create_engine(
-        env["IMGBATCH_DATABASE_URL"].replace("postgresql://", "postgresql+psycopg://")
+    rows = query(
+        env["IMGBATCH_DATABASE_URL"],
+        "SELECT output_key FROM images WHERE request_id = :r AND status = 'done'",
+        r=request_id,
     )
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(
-                text("SELECT output_key FROM images WHERE request_id = :r AND status = 'done'"),
-                {"r": request_id},
-            ).scalars()
-            return sorted(rows)
-    finally:
-        engine.dispose()
+    return sorted(key for (key,) in rows)
 
 
 def bucket_keys(s3: S3Server, bucket: str, prefix: str) -> list[str]:
@@ -345,15 +339,7 @@ def test_two_sweepers_requeue_each_lost_image_once(database: str, tmp_path: Path
             )
             for i in range(60)
         ]
-        ids = ledger.create_request(
-            a.db,
-            request_id="r" * 32,
-            products=products,
-            quality=50,
-            output_format="keep",
-            webhook_url=None,
-            owner=None,
-        )
+        ids = add_request(a.db, products, request_id="r" * 32)
         # 20 claimed by a worker that died (lease expired), 20 whose job the queue lost
         # (pending, enqueued long ago), 20 in good health (pending, just enqueued).
         past = utcnow() - timedelta(minutes=10)

@@ -11,24 +11,16 @@ from imgbatch.config import Settings
 from imgbatch.context import Context
 from imgbatch.csvfile import ProductRow
 from imgbatch.db import upgrade
-from imgbatch.ledger import create_request
 from imgbatch.models import Image, utcnow
 from imgbatch.sweeper import sweep_once
+from support.databases import add_request
 
 
 def pending_request(ctx: Context) -> list[int]:
     products = [
         ProductRow(row=2, serial_number=1, product_name="P", urls=("https://x.example/a.jpg",))
     ]
-    return create_request(
-        ctx.db,
-        request_id="r" * 32,
-        products=products,
-        quality=50,
-        output_format="keep",
-        webhook_url=None,
-        owner=None,
-    )
+    return add_request(ctx.db, products, request_id="r" * 32)
 
 
 def age(ctx: Context, ids: list[int], seconds: float) -> None:

@@ -10,6 +10,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (or its type), for one-line errors."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 @dataclass
 class ApiError(Exception):
     """An error answered to an HTTP client as `{"error": {code, message, details}}`."""

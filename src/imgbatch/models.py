@@ -47,6 +47,14 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def isoformat(moment: datetime | None) -> str | None:
+    """The one timestamp format of every public document (status API, webhooks, deliveries):
+    ISO 8601 in UTC with milliseconds and a `Z`, as Standard Webhooks' examples write it."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",

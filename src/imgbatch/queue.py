@@ -25,6 +25,9 @@ from huey.consumer import Consumer
 from huey.contrib.sql_huey import SqlStorage
 from huey.storage import SqliteStorage
 
+from .config import redact_url
+from .errors import first_line
+
 log = logging.getLogger(__name__)
 
 TASK_NAME = "process_image"
@@ -149,15 +152,6 @@ def _bulk_enqueue(storage: Any, messages: Sequence[bytes]) -> None:
             storage.enqueue(message)
 
 
-def _redact(url: str) -> str:
-    """The URL without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-        return parts._replace(netloc=netloc).geturl()
-    return url
-
-
 def build_huey(url: str) -> Huey:
     """A Huey instance for a queue URL; QueueError naming IMGBATCH_QUEUE_URL when unusable."""
     scheme = urlsplit(url).scheme.lower()
@@ -179,10 +173,9 @@ def build_huey(url: str) -> Huey:
             database = connect("psycopg3://" + rest)
             return _PgHuey(QUEUE_NAME, database=database, **common)
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [""])[0]
         raise QueueError(
-            f"IMGBATCH_QUEUE_URL: cannot use the queue at {_redact(url)} "
-            f"({type(exc).__name__}: {first})"
+            f"IMGBATCH_QUEUE_URL: cannot use the queue at {redact_url(url)} "
+            f"({type(exc).__name__}: {first_line(exc)})"
         ) from exc
     raise QueueError(
         f"IMGBATCH_QUEUE_URL: unsupported scheme {scheme!r} (use sqlite:///, redis:// or postgresql://)"
@@ -221,10 +214,9 @@ class JobQueue:
         try:
             self.huey.pending_count()
         except Exception as exc:
-            first = (str(exc).strip().splitlines() or [""])[0]
             raise QueueError(
-                f"IMGBATCH_QUEUE_URL: queue backend at {_redact(self.url)} unreachable "
-                f"({type(exc).__name__}: {first})"
+                f"IMGBATCH_QUEUE_URL: queue backend at {redact_url(self.url)} unreachable "
+                f"({type(exc).__name__}: {first_line(exc)})"
             ) from exc
 
     def flush(self) -> None:

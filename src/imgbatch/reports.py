@@ -12,7 +12,7 @@ from . import statuses as st
 from .context import Context
 from .csvout import OutputRow
 from .errors import ApiError
-from .models import Image, Product, Request
+from .models import Image, Product, Request, isoformat
 from .webhook_reads import webhook_summary
 
 PAGE = 1000  # products read per query when streaming the output CSV
@@ -69,10 +69,6 @@ def _products_page(
     return [(p, by_product[p.id]) for p in products]
 
 
-def _iso(value: Any) -> str | None:
-    return None if value is None else value.isoformat()
-
-
 def status_document(
     ctx: Context, request: Request, offset: int = 0, limit: int = 1000
 ) -> dict[str, Any]:
@@ -109,9 +105,9 @@ def status_document(
     return {
         "request_id": request.id,
         "status": request.status,
-        "created_at": _iso(request.created_at),
-        "updated_at": _iso(updated_at),
-        "completed_at": _iso(request.completed_at),
+        "created_at": isoformat(request.created_at),
+        "updated_at": isoformat(updated_at),
+        "completed_at": isoformat(request.completed_at),
         "progress": progress.as_dict(),
         "products_total": request.product_count,
         "offset": offset,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -12,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from . import statuses as st
 from .errors import ApiError
-from .models import Request, WebhookAttempt, WebhookDelivery, utcnow
+from .models import Request, WebhookAttempt, WebhookDelivery, isoformat, utcnow
 from .webhook_rules import COMPLETED_EVENT, DELIVERING, PENDING
 
 if TYPE_CHECKING:
@@ -56,10 +55,6 @@ def webhook_summary(
     return {"url": display_url(url), "status": "waiting", "attempts": 0}
 
 
-def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat()
-
-
 def _describe(delivery: WebhookDelivery, attempts: list[WebhookAttempt]) -> dict[str, Any]:
     return {
         "event_id": delivery.event_id,
@@ -67,15 +62,15 @@ def _describe(delivery: WebhookDelivery, attempts: list[WebhookAttempt]) -> dict
         "url": display_url(delivery.url),
         "status": delivery.status,
         "attempts": delivery.attempts,
-        "next_attempt_at": _iso(delivery.next_attempt_at),
+        "next_attempt_at": isoformat(delivery.next_attempt_at),
         "last_status_code": delivery.last_status_code,
         "last_error": delivery.last_error,
-        "created_at": _iso(delivery.created_at),
-        "updated_at": _iso(delivery.updated_at),
-        "delivered_at": _iso(delivery.delivered_at),
+        "created_at": isoformat(delivery.created_at),
+        "updated_at": isoformat(delivery.updated_at),
+        "delivered_at": isoformat(delivery.delivered_at),
         "attempt_history": [
             {
-                "attempted_at": _iso(a.attempted_at),
+                "attempted_at": isoformat(a.attempted_at),
                 "status_code": a.status_code,
                 "error": a.error,
                 "duration_ms": a.duration_ms,

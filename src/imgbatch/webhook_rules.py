@@ -14,18 +14,13 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+from .models import isoformat
+
 COMPLETED_EVENT = "request.completed"
 # Delivery statuses
 PENDING, DELIVERING, DELIVERED, FAILED = "pending", "delivering", "delivered", "failed"
 PERMANENT_CODES = ("bad_url", "blocked_address")  # refused before sending: retrying cannot help
 JITTER = 0.2  # each retry delay is the schedule step times a random factor in [0.8, 1.2]
-
-
-def iso(moment: datetime | None) -> str | None:
-    """ISO 8601 in UTC with a `Z`, as Standard Webhooks' examples write timestamps."""
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def completion_event(
@@ -41,15 +36,15 @@ def completion_event(
     """The `request.completed` body: small (no per-image lists), with absolute links."""
     event = {
         "type": COMPLETED_EVENT,
-        "timestamp": iso(now),
+        "timestamp": isoformat(now),
         "data": {
             "request_id": request_id,
             "status": status,
             "progress": dict(progress),
             "output_csv_url": f"{base_url}/api/requests/{request_id}/output.csv",
             "status_url": f"{base_url}/api/status/{request_id}",
-            "created_at": iso(created_at),
-            "completed_at": iso(completed_at),
+            "created_at": isoformat(created_at),
+            "completed_at": isoformat(completed_at),
         },
     }
     return json.dumps(event, separators=(",", ":")).encode("utf-8")

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import psycopg
+
+from imgbatch.csvfile import ProductRow
+from imgbatch.db import Database
+from imgbatch.ledger import create_request
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -30,3 +35,30 @@ def postgres_database(prefix: str = "imgbatch_test") -> Iterator[str]:
 
 def sqlite_url(directory: Path) -> str:
     return f"sqlite:///{directory / 'ledger.db'}"
+
+
+def query(url: str, sql: str, **params: object) -> list[Any]:
+    """Rows of one read-only query against a ledger, as a process outside the service would."""
+    from sqlalchemy import create_engine, text
+
+    from imgbatch.config import sqlalchemy_url
+
+    engine = create_engine(sqlalchemy_url(url))
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(text(sql), params).all())
+    finally:
+        engine.dispose()
+
+
+def add_request(db: Database, products: Sequence[ProductRow], request_id: str) -> list[int]:
+    """Write a request the way an upload does (quality 50, same format, no webhook, no key)."""
+    return create_request(
+        db,
+        request_id=request_id,
+        products=products,
+        quality=50,
+        output_format="keep",
+        webhook_url=None,
+        owner=None,
+    )
