@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from imgbatch.queue import JobQueue, QueueError
+from imgbatch.queue import MIN_JOBS, JobQueue, QueueError, job_batches
 from support.backends import redis_database, sa_to_libpq
 from support.databases import postgres_database
 
@@ -41,11 +41,11 @@ def queue_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
             yield sa_to_libpq(url)
 
 
-def _record(path: str, image_id: int) -> None:
-    """The job handler: one line per run, appended atomically, then a little work."""
+def _record(path: str, image_ids: list[int]) -> None:
+    """The job handler: one line per image of the job, appended atomically, then a little work."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, f"{image_id} {os.getpid()}\n".encode())
+        os.write(fd, "".join(f"{i} {os.getpid()}\n" for i in image_ids).encode())
     finally:
         os.close(fd)
     time.sleep(0.002)
@@ -78,8 +78,8 @@ def test_enqueue_depth_and_consume_once_per_id(queue_url: str, tmp_path: Path) -
     queue = JobQueue(queue_url)
     first = list(range(1, 601))
     late = list(range(601, 801))
-    queue.enqueue(first, batch=250)  # several bulk round trips
-    assert queue.depth() == len(first)
+    queue.enqueue(first, chunk=25)  # several bulk round trips
+    assert queue.depth() == len(job_batches(first, queue.images_per_job)) == 75
 
     ctx = multiprocessing.get_context("fork")
     consumer = ctx.Process(target=_consume, args=(queue_url, str(out), 3, late))
@@ -107,6 +107,18 @@ def test_enqueue_depth_and_consume_once_per_id(queue_url: str, tmp_path: Path) -
             consumer.kill()
             consumer.join(5)
     assert consumer.exitcode == 0
+
+
+@pytest.mark.parametrize("count", [0, 1, 5, MIN_JOBS, 2 * MIN_JOBS + 1, 100, 1000, 10_001])
+@pytest.mark.parametrize("most", [1, 8, 50])
+def test_job_batches_keep_order_and_spread_small_requests(count: int, most: int) -> None:
+    ids = list(range(100, 100 + count))
+    jobs = job_batches(ids, most)
+    assert [i for job in jobs for i in job] == ids  # every id once, in input order
+    assert all(1 <= len(job) <= most for job in jobs)
+    assert len(jobs) >= min(count, MIN_JOBS)  # a small request still reaches every worker
+    if count >= MIN_JOBS * most:
+        assert all(len(job) == most for job in jobs[:-1])  # a large one pays per-job costs rarely
 
 
 def test_many_processes_open_the_queue_at_once(queue_url: str) -> None:

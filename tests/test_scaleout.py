@@ -343,8 +343,7 @@ def test_two_sweepers_requeue_each_lost_image_once(database: str, tmp_path: Path
         # 20 claimed by a worker that died (lease expired), 20 whose job the queue lost
         # (pending, enqueued long ago), 20 in good health (pending, just enqueued).
         past = utcnow() - timedelta(minutes=10)
-        for image_id in ids[:20]:
-            assert ledger.claim_image(a.db, image_id, lease_seconds=60) is not None
+        assert len(ledger.claim_images(a.db, ids[:20], lease_seconds=60)) == 20
         with a.db.session() as session:
             session.execute(
                 update(ImageRow).where(ImageRow.id.in_(ids[:20])).values(lease_until=past)
@@ -370,10 +369,11 @@ def test_two_sweepers_requeue_each_lost_image_once(database: str, tmp_path: Path
         assert sum(r.expired for r in reports) == 20
         assert sum(r.stale for r in reports) == 20
         huey = a.queue.huey
-        queued = Counter(huey.deserialize_task(m).args[0] for m in huey.storage.enqueued_items())
+        jobs = [huey.deserialize_task(m).args[0] for m in huey.storage.enqueued_items()]
+        queued = Counter(image_id for job in jobs for image_id in job)
         assert set(queued) == lost
         assert set(queued.values()) == {1}, "an image was re-enqueued twice"
         # A third sweep right after finds nothing more to do.
         again = sweep_once(b)
         assert (again.expired, again.stale) == (0, 0)
-        assert a.queue.depth() == len(lost)
+        assert a.queue.depth() == len(jobs)

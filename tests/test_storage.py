@@ -20,6 +20,7 @@ from imgbatch.config import Settings
 from imgbatch.storage import (
     CACHE_CONTROL,
     LocalStorage,
+    PutObject,
     S3Storage,
     Storage,
     StorageError,
@@ -315,8 +316,21 @@ class StorageContract:
         assert seen, "the reader never ran"
         assert all(d is None or d in payloads for d in seen), "a reader saw a partial object"
 
+    # --------------------------------------------------------------------------- local files
 
-# --------------------------------------------------------------------------- local files
+    def test_put_many_stores_each_object(self, storage: Storage) -> None:
+        objects = [PutObject(f"r/{i}/0.jpg", bytes([i]) * 10, "image/jpeg") for i in range(3)]
+        assert storage.put_many(objects) == [None, None, None]
+        assert [storage.get(o.key).data for o in objects] == [o.data for o in objects]  # type: ignore[union-attr]
+
+    def test_put_many_refuses_a_bad_key_before_writing_anything(self, storage: Storage) -> None:
+        good, bad = (
+            PutObject("good/1.jpg", b"x", "image/jpeg"),
+            PutObject("../b.jpg", b"x", "image/jpeg"),
+        )
+        with pytest.raises(ValueError):
+            storage.put_many([good, bad])
+        assert storage.list_keys() == []
 
 
 class TestLocalStorage(StorageContract):
@@ -325,6 +339,21 @@ class TestLocalStorage(StorageContract):
         storage = open_storage((tmp_path / "images").as_uri(), make_settings())
         assert isinstance(storage, LocalStorage)
         return storage
+
+    def test_put_many_fails_only_the_object_that_could_not_be_written(
+        self, storage: Storage
+    ) -> None:
+        storage.put("taken", b"a file where a directory is needed", "application/octet-stream")
+        outcomes = storage.put_many(
+            [
+                PutObject("ok/1.jpg", b"one", "image/jpeg"),
+                PutObject("taken/2.jpg", b"two", "image/jpeg"),
+                PutObject("ok/3.jpg", b"three", "image/jpeg"),
+            ]
+        )
+        assert outcomes[0] is None and outcomes[2] is None
+        assert isinstance(outcomes[1], StorageError)
+        assert storage.get("ok/3.jpg").data == b"three"  # type: ignore[union-attr]
 
     def test_put_leaves_no_temp_files(self, storage: LocalStorage) -> None:
         storage.put("a/b/c.webp", b"data", "image/webp")
@@ -538,11 +567,41 @@ class TestS3Storage(StorageContract):
 def test_local_durability_follows_the_setting(
     tmp_path: Path, fsync: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    synced: list[int] = []
+    synced: list[str] = []
     real_fsync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
-    storage = open_storage(tmp_path.as_uri(), make_settings(storage_fsync=fsync))
+
+    def spy(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    root = tmp_path / "images"
+    root.mkdir()
+    storage = open_storage(root.as_uri(), make_settings(storage_fsync=fsync))
     storage.put("r/1/0.jpg", b"bytes", "image/jpeg")
     assert storage.get("r/1/0.jpg") is not None
-    assert (len(synced) == 2) is fsync  # the file, then its directory
-    assert (not synced) is (not fsync)
+    # The file, then its directory and the parent of each directory the write created.
+    if fsync:
+        assert synced[0] == str(root / "r/1/0.jpg")
+        assert sorted(synced[1:]) == sorted(str(p) for p in (root / "r/1", root / "r", root))
+    else:
+        assert synced == []
+    synced.clear()
+    storage.put("r/1/1.jpg", b"bytes", "image/jpeg")
+    assert synced == ([str(root / "r/1/1.jpg"), str(root / "r/1")] if fsync else [])
+
+
+def test_local_batch_is_made_durable_after_every_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append("write"), real_replace(a, b))[1])
+    storage = open_storage(tmp_path.as_uri(), make_settings(storage_fsync=True))
+    outcomes = storage.put_many(
+        [PutObject(f"r/{i}/0.jpg", b"x" * i, "image/jpeg") for i in range(1, 4)]
+    )
+    assert outcomes == [None, None, None]
+    assert events[:3] == ["write"] * 3 and set(events[3:]) == {"fsync"}
+    assert [storage.get(f"r/{i}/0.jpg").data for i in range(1, 4)] == [b"x", b"xx", b"xxx"]  # type: ignore[union-attr]

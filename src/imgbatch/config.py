@@ -111,6 +111,8 @@ class Settings(BaseSettings):
     # --- workers and recovery -------------------------------------------------
     concurrency: int = 0  # 0 = one per CPU core, plus one
     worker_type: str = "process"  # "process" or "thread"
+    # Most images in one job: claimed, stored and recorded together (see queue.job_batches).
+    images_per_job: int = Field(default=8, ge=1, le=100)
     lease_seconds: float = 120.0
     max_attempts: int = 5  # claims of one image before it is failed (a poison image kills workers)
     sweep_interval: float = 15.0

@@ -20,7 +20,7 @@ class Context:
     """Lazily built adapters: a forked worker process builds its own on first use."""
 
     settings: Settings
-    handler: Callable[[int], None] | None = None
+    handler: Callable[[list[int]], None] | None = None
 
     @cached_property
     def db(self) -> Database:
@@ -40,7 +40,11 @@ class Context:
 
     @cached_property
     def queue(self) -> JobQueue:
-        return JobQueue(self.settings.resolved_queue_url, handler=self.handler)
+        return JobQueue(
+            self.settings.resolved_queue_url,
+            handler=self.handler,
+            images_per_job=self.settings.images_per_job,
+        )
 
     def output_url(self, key: str) -> str:
         """Where a stored object can be downloaded: the store's public URL or our /files/ route."""
@@ -52,7 +56,9 @@ class Context:
 _per_process: dict[int, Context] = {}
 
 
-def process_context(settings: Settings, handler: Callable[[int], None] | None = None) -> Context:
+def process_context(
+    settings: Settings, handler: Callable[[list[int]], None] | None = None
+) -> Context:
     """One Context per process id, so forked workers never share connections with their parent."""
     pid = os.getpid()
     ctx = _per_process.get(pid)

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import cast
 
@@ -24,6 +24,27 @@ from . import statuses as st
 from .csvfile import ProductRow
 from .db import Database
 from .models import Image, Product, Request, UTCDateTime, utcnow
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """What processing one image produced: the fields a worker writes on its row."""
+
+    status: str
+    error_code: str | None = None
+    error_message: str | None = None
+    output_key: str | None = None
+    output_url: str | None = None
+    output_format: str | None = None
+    bytes_in: int | None = None
+    bytes_out: int | None = None
+    width: int | None = None
+    height: int | None = None
+    kept_original: bool | None = None
+
+    @classmethod
+    def failed(cls, code: str, message: str) -> ImageResult:
+        return cls(status=st.FAILED, error_code=code, error_message=message[:2000])
 
 
 @dataclass(frozen=True)
@@ -130,7 +151,7 @@ _now = bindparam("now", type_=UTCDateTime())
 _CLAIM = (
     update(_images)
     .where(
-        _images.c.id == bindparam("image_id"),
+        _images.c.id.in_(bindparam("image_ids", expanding=True)),
         or_(
             _images.c.status == st.PENDING,
             and_(_images.c.status == st.PROCESSING, _images.c.lease_until < _now),
@@ -144,6 +165,7 @@ _CLAIM = (
         started_at=_now,
     )
     .returning(
+        _images.c.id,
         _images.c.request_id,
         _images.c.attempts,
         _images.c.input_url,
@@ -153,14 +175,16 @@ _CLAIM = (
 )
 _CLAIM_CONTEXT = (
     select(
+        _products.c.id,
         _products.c.serial_number,
         _products.c.position,
+        _requests.c.id.label("request_id"),
         _requests.c.quality,
         _requests.c.output_format,
         _requests.c.status,
     )
     .join(_requests, _requests.c.id == _products.c.request_id)
-    .where(_products.c.id == bindparam("product_id"))
+    .where(_products.c.id.in_(bindparam("product_ids", expanding=True)))
 )
 _START_REQUEST = (
     update(_requests)
@@ -177,19 +201,7 @@ _RENEW = (
     .where(_OUR_CLAIM)
     .values(lease_until=bindparam("lease_until", type_=UTCDateTime()))
 )
-_RESULT_FIELDS = (
-    "status",
-    "error_code",
-    "error_message",
-    "output_key",
-    "output_url",
-    "output_format",
-    "bytes_in",
-    "bytes_out",
-    "width",
-    "height",
-    "kept_original",
-)
+_RESULT_FIELDS = tuple(f.name for f in fields(ImageResult))
 _RECORD = (
     update(_images)
     .where(_OUR_CLAIM)
@@ -206,49 +218,66 @@ _ANY_UNFINISHED = select(
 )
 
 
-def claim_image(
-    db: Database, image_id: int, lease_seconds: float, max_attempts: int = 5
-) -> ClaimedImage | None:
-    """Take the image for processing, or None when it is done, leased by another worker,
-    or has used up its attempts (the sweeper then fails it)."""
+def claim_images(
+    db: Database, image_ids: Sequence[int], lease_seconds: float, max_attempts: int = 5
+) -> list[ClaimedImage]:
+    """Take the images for processing, in the order given, in one transaction.
+
+    An image is left out when it is done, leased by another worker, or has used up
+    its attempts (the sweeper then fails it).
+    """
+    if not image_ids:
+        return []
     now = utcnow()
     with db.connection() as conn:
-        claimed = conn.execute(
+        rows = conn.execute(
             _CLAIM,
             {
-                "image_id": image_id,
+                "image_ids": list(image_ids),
                 "now": now,
                 "max_attempts": max_attempts,
                 "lease_until": now + timedelta(seconds=lease_seconds),
             },
-        ).first()
-        if claimed is None:
-            return None
-        context = conn.execute(_CLAIM_CONTEXT, {"product_id": claimed.product_id}).one()
-        if context.status == st.PENDING:
-            conn.execute(_START_REQUEST, {"request_id": claimed.request_id, "now": now})
-    return ClaimedImage(
-        id=image_id,
-        request_id=claimed.request_id,
-        input_url=claimed.input_url,
-        position=claimed.position,
-        serial_number=context.serial_number,
-        product_position=context.position,
-        quality=context.quality,
-        output_format=context.output_format,
-        attempt=claimed.attempts,
-    )
+        ).all()
+        if not rows:
+            return []
+        contexts = {
+            c.id: c
+            for c in conn.execute(
+                _CLAIM_CONTEXT, {"product_ids": list({r.product_id for r in rows})}
+            )
+        }
+        for request_id in {c.request_id for c in contexts.values() if c.status == st.PENDING}:
+            conn.execute(_START_REQUEST, {"request_id": request_id, "now": now})
+    order = {image_id: i for i, image_id in enumerate(image_ids)}
+    return [
+        ClaimedImage(
+            id=row.id,
+            request_id=row.request_id,
+            input_url=row.input_url,
+            position=row.position,
+            serial_number=contexts[row.product_id].serial_number,
+            product_position=contexts[row.product_id].position,
+            quality=contexts[row.product_id].quality,
+            output_format=contexts[row.product_id].output_format,
+            attempt=row.attempts,
+        )
+        for row in sorted(rows, key=lambda r: order[r.id])
+    ]
 
 
-def renew_lease(db: Database, claimed: ClaimedImage, lease_seconds: float) -> bool:
-    """Extend our claim before a long step; False when it was already lost to another worker."""
-    params = {
-        "image_id": claimed.id,
-        "attempt": claimed.attempt,
-        "lease_until": utcnow() + timedelta(seconds=lease_seconds),
-    }
+def renew_leases(
+    db: Database, claimed: Sequence[ClaimedImage], lease_seconds: float
+) -> list[ClaimedImage]:
+    """Extend our claims before a long step; returns those still ours (the rest were lost)."""
+    until = utcnow() + timedelta(seconds=lease_seconds)
+    kept = []
     with db.connection() as conn:
-        return bool(conn.execute(_RENEW, params).rowcount)
+        for image in claimed:
+            params = {"image_id": image.id, "attempt": image.attempt, "lease_until": until}
+            if conn.execute(_RENEW, params).rowcount:
+                kept.append(image)
+    return kept
 
 
 @dataclass(frozen=True)
@@ -259,52 +288,30 @@ class Recorded:
     maybe_last: bool  # no image of the request was unfinished right after ours
 
 
-def _record(db: Database, claimed: ClaimedImage, values: dict[str, object]) -> Recorded:
-    params = {f"v_{name}": values.get(name) for name in _RESULT_FIELDS}
-    params.update(image_id=claimed.id, attempt=claimed.attempt, now=utcnow())
+def record_results(
+    db: Database, results: Sequence[tuple[ClaimedImage, ImageResult]]
+) -> list[Recorded]:
+    """Record finished images in one transaction, each only while we hold its claim.
+
+    `maybe_last` tells the caller to try finalizing the image's request.
+    """
+    now = utcnow()
+    ours: list[bool] = []
     with db.connection() as conn:
-        if not conn.execute(_RECORD, params).rowcount:
-            return Recorded(ours=False, maybe_last=False)
-        unfinished = conn.execute(_ANY_UNFINISHED, {"request_id": claimed.request_id}).scalar()
-    return Recorded(ours=True, maybe_last=not unfinished)
-
-
-def record_done(
-    db: Database,
-    claimed: ClaimedImage,
-    *,
-    output_key: str,
-    output_url: str,
-    output_format: str,
-    bytes_in: int,
-    bytes_out: int,
-    width: int,
-    height: int,
-    kept_original: bool,
-) -> Recorded:
-    """Mark the image done (only while we hold its claim)."""
-    return _record(
-        db,
-        claimed,
-        {
-            "status": st.DONE,
-            "output_key": output_key,
-            "output_url": output_url,
-            "output_format": output_format,
-            "bytes_in": bytes_in,
-            "bytes_out": bytes_out,
-            "width": width,
-            "height": height,
-            "kept_original": kept_original,
-        },
-    )
-
-
-def record_failed(db: Database, claimed: ClaimedImage, code: str, message: str) -> Recorded:
-    """Mark the image failed with a reason code (only while we hold its claim)."""
-    return _record(
-        db, claimed, {"status": st.FAILED, "error_code": code, "error_message": message[:2000]}
-    )
+        for claimed, result in results:
+            params = {f"v_{name}": getattr(result, name) for name in _RESULT_FIELDS}
+            params.update(image_id=claimed.id, attempt=claimed.attempt, now=now)
+            ours.append(bool(conn.execute(_RECORD, params).rowcount))
+        touched = {c.request_id for (c, _), mine in zip(results, ours, strict=True) if mine}
+        finished = {
+            request_id
+            for request_id in touched
+            if not conn.execute(_ANY_UNFINISHED, {"request_id": request_id}).scalar()
+        }
+    return [
+        Recorded(ours=mine, maybe_last=mine and claimed.request_id in finished)
+        for (claimed, _), mine in zip(results, ours, strict=True)
+    ]
 
 
 FinalizeHook = Callable[[Session, Request], None]

@@ -1,5 +1,9 @@
-"""Processing one image: claim → fetch → compress → store → record → maybe finalize.
+"""Processing a job's images: claim all → fetch and compress each → store all → record all
+→ maybe finalize.
 
+A job carries a few image ids (see `queue.job_batches`): claiming, storing and
+recording them together costs one transaction and one pass of fsyncs per job
+instead of per image, which was a third of a worker's time on small images.
 Every step is safe to repeat: the claim is a conditional update, the output key
 is deterministic (a retry overwrites its own object), and recording requires
 the current claim.
@@ -9,12 +13,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from . import imaging, ledger, metrics
+from . import statuses as st
 from .context import Context
 from .errors import ImageFailure
-from .ledger import ClaimedImage
+from .ledger import ClaimedImage, ImageResult
 from .models import Request
+from .storage import PutObject
 from .webhooks import create_completion_delivery
 
 log = logging.getLogger(__name__)
@@ -25,23 +33,68 @@ def output_key(claimed: ClaimedImage, extension: str) -> str:
     return f"{claimed.request_id}/{claimed.serial_number}/{claimed.position}.{extension}"
 
 
-def process_image(ctx: Context, image_id: int) -> str | None:
-    """Run one image job; returns the image's new status, or None when the job was a no-op."""
-    lease = ctx.settings.lease_seconds
-    claimed = ledger.claim_image(ctx.db, image_id, lease, ctx.settings.max_attempts)
-    if claimed is None:
-        return None
+@dataclass
+class _Outcome:
+    """One image of the job on its way to the ledger."""
+
+    claimed: ClaimedImage
+    result: ImageResult
+    seconds: float
+    stored: PutObject | None = None  # the compressed bytes, until they are stored
+
+
+class _Leases:
+    """The job's claims, renewed before they could run out under a slow batch."""
+
+    def __init__(self, ctx: Context, claimed: list[ClaimedImage]) -> None:
+        self.ctx = ctx
+        self.seconds = ctx.settings.lease_seconds
+        self.claimed = claimed
+        self.held = {image.id for image in claimed}
+        self._renewed = time.monotonic()
+
+    def keep(self) -> None:
+        """Renew every claim still held (until recorded) when a quarter of the lease is gone."""
+        if time.monotonic() - self._renewed < self.seconds / 4:
+            return
+        mine = [image for image in self.claimed if image.id in self.held]
+        kept = {image.id for image in ledger.renew_leases(self.ctx.db, mine, self.seconds)}
+        for image in mine:
+            if image.id not in kept:
+                self.held.discard(image.id)
+                log.warning(
+                    "lease lost; another worker has the image",
+                    extra={"request_id": image.request_id, "image_id": image.id},
+                )
+        self._renewed = time.monotonic()
+
+
+def process_images(ctx: Context, image_ids: Sequence[int]) -> list[str]:
+    """Run one job; returns the new status of each image it recorded (none for a no-op)."""
+    settings = ctx.settings
+    claimed = ledger.claim_images(ctx.db, image_ids, settings.lease_seconds, settings.max_attempts)
+    leases = _Leases(ctx, claimed)
+    outcomes: list[_Outcome] = []
+    for image in claimed:
+        leases.keep()
+        if image.id in leases.held:
+            # A slow download eats into the lease: renew before compressing too.
+            outcome = _compress(ctx, image, after_fetch=leases.keep)
+            if image.id in leases.held:
+                outcomes.append(outcome)
+    leases.keep()
+    outcomes = [o for o in outcomes if o.claimed.id in leases.held]
+    _store(ctx, outcomes)
+    return _record(ctx, outcomes)
+
+
+def _compress(ctx: Context, claimed: ClaimedImage, after_fetch: Callable[[], None]) -> _Outcome:
+    """Fetch and compress one image; a failure becomes its result, never an exception."""
     started = time.perf_counter()
     extra = {"request_id": claimed.request_id, "image_id": claimed.id}
-    code: str | None
-    message: str | None
     try:
         fetched = ctx.fetcher.fetch(claimed.input_url)
-        # A slow download ate into the lease: extend it before compressing.
-        slow = time.perf_counter() - started > lease / 4
-        if slow and not ledger.renew_lease(ctx.db, claimed, lease):
-            log.warning("lease lost while fetching; another worker has the image", extra=extra)
-            return None
+        after_fetch()
         options = imaging.CompressOptions(
             quality=claimed.quality,
             format=claimed.output_format,
@@ -56,45 +109,83 @@ def process_image(ctx: Context, image_id: int) -> str | None:
                 "decoding this image needs more memory than a worker may use "
                 f"({ctx.settings.worker_max_rss_mb} MB)",
             ) from None
-        key = output_key(claimed, result.extension)
-        try:
-            ctx.storage.put(key, result.data, result.content_type)
-        except Exception as exc:
-            raise ImageFailure("storage", f"could not store the image: {exc}") from exc
     except ImageFailure as failure:
-        code, message = failure.code, failure.message
-        log.info("image failed: %s: %s", code, message, extra=extra)
+        log.info("image failed: %s: %s", failure.code, failure.message, extra=extra)
+        return _Outcome(
+            claimed,
+            ImageResult.failed(failure.code, failure.message),
+            time.perf_counter() - started,
+        )
     except Exception as exc:  # a bug must fail one image, not the worker
         log.exception("image crashed", extra=extra)
-        code, message = "internal", f"{type(exc).__name__}: {exc}"
-    else:
-        code = message = None
-    seconds = time.perf_counter() - started
-    if code is not None:
-        recorded = ledger.record_failed(ctx.db, claimed, code, message or code)
-        status = "failed"
-    else:
-        recorded = ledger.record_done(
-            ctx.db,
+        return _Outcome(
             claimed,
-            output_key=key,
-            output_url=ctx.output_url(key),
-            output_format=result.format,
-            bytes_in=result.bytes_in,
-            bytes_out=result.bytes_out,
-            width=result.width,
-            height=result.height,
-            kept_original=result.kept_original,
+            ImageResult.failed("internal", f"{type(exc).__name__}: {exc}"),
+            time.perf_counter() - started,
         )
-        status = "done"
-    if not recorded.ours:
-        # Our lease ran out and another worker took the image: its result counts, not ours.
-        log.warning("lease lost before recording; result dropped", extra=extra)
-        return None
-    metrics.image_processed(status, code, seconds)
-    if recorded.maybe_last:
-        finalize(ctx, claimed.request_id)
-    return status
+    key = output_key(claimed, result.extension)
+    done = ImageResult(
+        status=st.DONE,
+        output_key=key,
+        output_url=ctx.output_url(key),
+        output_format=result.format,
+        bytes_in=result.bytes_in,
+        bytes_out=result.bytes_out,
+        width=result.width,
+        height=result.height,
+        kept_original=result.kept_original,
+    )
+    stored = PutObject(key, result.data, result.content_type)
+    return _Outcome(claimed, done, time.perf_counter() - started, stored)
+
+
+def _store(ctx: Context, outcomes: list[_Outcome]) -> None:
+    """Store every compressed image of the job; a failed write fails only its image."""
+    pending = [o for o in outcomes if o.stored is not None]
+    if not pending:
+        return
+    started = time.perf_counter()
+    try:
+        errors: list[Exception | None] = list(
+            ctx.storage.put_many([o.stored for o in pending if o.stored is not None])
+        )
+    except Exception as exc:  # the store is down: every image of the batch fails alike
+        errors = [exc] * len(pending)
+    share = (time.perf_counter() - started) / len(pending)
+    for outcome, error in zip(pending, errors, strict=True):
+        outcome.stored = None  # the bytes are no longer needed: free them
+        outcome.seconds += share
+        if error is not None:
+            outcome.result = ImageResult.failed("storage", f"could not store the image: {error}")
+            log.info(
+                "image failed: storage: %s",
+                error,
+                extra={"request_id": outcome.claimed.request_id, "image_id": outcome.claimed.id},
+            )
+
+
+def _record(ctx: Context, outcomes: list[_Outcome]) -> list[str]:
+    """Record the job's results in one transaction, then finalize requests it may have ended."""
+    if not outcomes:
+        return []
+    recorded = ledger.record_results(ctx.db, [(o.claimed, o.result) for o in outcomes])
+    statuses: list[str] = []
+    last: dict[str, None] = {}
+    for outcome, rec in zip(outcomes, recorded, strict=True):
+        if not rec.ours:
+            # Our lease ran out and another worker took the image: its result counts, not ours.
+            log.warning(
+                "lease lost before recording; result dropped",
+                extra={"request_id": outcome.claimed.request_id, "image_id": outcome.claimed.id},
+            )
+            continue
+        metrics.image_processed(outcome.result.status, outcome.result.error_code, outcome.seconds)
+        statuses.append(outcome.result.status)
+        if rec.maybe_last:
+            last[outcome.claimed.request_id] = None
+    for request_id in last:
+        finalize(ctx, request_id)
+    return statuses
 
 
 def finalize(ctx: Context, request_id: str) -> str | None:

@@ -5,8 +5,10 @@
 - `postgresql://…` — Huey's SQL storage on PostgreSQL (peewee + psycopg 3,
   `FOR UPDATE SKIP LOCKED`)
 
-Jobs carry only an image id. The queue is a hint, never the truth: a lost job
-is found again by the sweeper, a duplicate one is a no-op claim. That is why
+A job carries only image ids: a few consecutive images of a request, so a
+worker claims, stores and records them together (`job_batches`). The queue is a
+hint, never the truth: a lost job is found again by the sweeper, a duplicate
+one is a no-op claim. That is why
 the SQLite queue runs with `synchronous=NORMAL`.
 """
 
@@ -30,7 +32,7 @@ from .errors import first_line
 
 log = logging.getLogger(__name__)
 
-TASK_NAME = "process_image"
+TASK_NAME = "process_images"
 QUEUE_NAME = "imgbatch"
 
 
@@ -182,26 +184,46 @@ def build_huey(url: str) -> Huey:
     )
 
 
+MIN_JOBS = 32  # a request is spread over at least this many jobs, when it has the images
+
+
+def job_batches(image_ids: Sequence[int], most: int) -> list[list[int]]:
+    """Split image ids, in order, into jobs of at most `most` ids.
+
+    Jobs are only as large as keeps a request spread over `MIN_JOBS` jobs, so a
+    small request still runs on every worker, and a large one pays the per-job
+    costs (dequeue, claim and record transactions, fsyncs) once per `most` images.
+    """
+    size = max(1, min(most, len(image_ids) // MIN_JOBS))
+    return [list(image_ids[i : i + size]) for i in range(0, len(image_ids), size)]
+
+
 class JobQueue:
     """Enqueue image jobs and run consumers, whatever the backend."""
 
-    def __init__(self, url: str, handler: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        handler: Callable[[list[int]], None] | None = None,
+        images_per_job: int = 8,
+    ) -> None:
         self.url = url
         self.huey = build_huey(url)
+        self.images_per_job = images_per_job
         self._handler = handler
         self._task = self.huey.task(name=TASK_NAME, retries=0)(self._run)
 
-    def _run(self, image_id: int) -> None:
+    def _run(self, image_ids: list[int]) -> None:
         if self._handler is None:
             raise RuntimeError("this JobQueue was built to enqueue only")
-        self._handler(image_id)
+        self._handler(image_ids)
 
-    def enqueue(self, image_ids: Sequence[int], batch: int = 1000) -> None:
-        """Enqueue one job per image id, in bulk."""
-        for start in range(0, len(image_ids), batch):
+    def enqueue(self, image_ids: Sequence[int], chunk: int = 1000) -> None:
+        """Enqueue the images as jobs of a few ids each (`job_batches`), in bulk."""
+        jobs = job_batches(image_ids, self.images_per_job)
+        for start in range(0, len(jobs), chunk):
             messages = [
-                self.huey.serialize_task(self._task.s(image_id))
-                for image_id in image_ids[start : start + batch]
+                self.huey.serialize_task(self._task.s(job)) for job in jobs[start : start + chunk]
             ]
             _bulk_enqueue(self.huey.storage, messages)
 
@@ -250,7 +272,7 @@ class JobQueue:
             scheduler_interval=60,
             initial_delay=0.05,
             backoff=1.5,
-            max_delay=0.5,
+            max_delay=0.1,
             check_worker_health=True,
             health_check_interval=5,
         )

@@ -14,7 +14,7 @@ import threading
 from . import imaging
 from .config import Settings
 from .context import process_context
-from .pipeline import process_image
+from .pipeline import process_images
 from .sweeper import run_sweeper
 
 log = logging.getLogger(__name__)
@@ -38,8 +38,8 @@ def run_worker(
     workers = concurrency or settings.worker_concurrency
     stop = threading.Event()
 
-    def handle(image_id: int) -> None:
-        process_image(process_context(settings, handle), image_id)
+    def handle(image_ids: list[int]) -> None:
+        process_images(process_context(settings, handle), image_ids)
 
     ctx = process_context(settings, handle)
     queue = ctx.queue

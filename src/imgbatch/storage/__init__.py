@@ -17,7 +17,7 @@ import mimetypes
 import os
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -31,6 +31,7 @@ __all__ = [
     "CACHE_CONTROL",
     "LocalStorage",
     "ObjectInfo",
+    "PutObject",
     "S3Storage",
     "Storage",
     "StorageError",
@@ -89,6 +90,15 @@ class StoredObject:
     size: int
     last_modified: datetime | None = None
     etag: str | None = None
+
+
+@dataclass(frozen=True)
+class PutObject:
+    """One object to store with `Storage.put_many`."""
+
+    key: str
+    data: bytes
+    content_type: str
 
 
 def validate_key(key: str) -> str:
@@ -155,6 +165,25 @@ class Storage(ABC):
     def put(self, key: str, data: bytes, content_type: str) -> None:
         """Store `data` under `key` atomically: readers see the old object or the new one,
         never a partial one. Overwriting is allowed, so retried writes are idempotent."""
+
+    def put_many(self, objects: Sequence[PutObject]) -> list[StorageError | None]:
+        """Store several objects as `put` would, each durable on return; one outcome per
+        object (`None` when stored), so one failed write fails only its own image.
+
+        Invalid keys raise `ValueError` before anything is written. Backends override this
+        when a batch can be made durable more cheaply than object by object.
+        """
+        for obj in objects:
+            validate_key(obj.key)
+        outcomes: list[StorageError | None] = []
+        for obj in objects:
+            try:
+                self.put(obj.key, obj.data, obj.content_type)
+            except StorageError as exc:
+                outcomes.append(exc)
+            else:
+                outcomes.append(None)
+        return outcomes
 
     @abstractmethod
     def get(self, key: str) -> StoredObject | None:
