@@ -32,7 +32,9 @@ from imagehost import ImageHost, image_host  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from imgbatch.config import Settings  # noqa: E402
+from imgbatch.fetch import Fetcher, FetchLimits  # noqa: E402
 from imgbatch.imaging import CompressOptions, compress, configure  # noqa: E402
+from imgbatch.netguard import AddressPolicy  # noqa: E402
 from support.service import FINAL, Service, http  # noqa: E402
 
 
@@ -71,6 +73,29 @@ def plain_loop(paths: list[Path], processes: int) -> float:
         started = time.perf_counter()
         pool.map(_compress_file, [str(p) for p in paths], chunksize=1)
         return len(paths) / (time.perf_counter() - started)
+
+
+_fetcher: Any = None
+
+
+def _init_fetching() -> None:
+    global _fetcher
+    configure()
+    _fetcher = Fetcher(AddressPolicy(allow_private=True), FetchLimits())
+
+
+def _fetch_and_compress(url: str) -> int:
+    return compress(_fetcher.fetch(url).data, CompressOptions()).bytes_out
+
+
+def fetch_loop(urls: list[str], processes: int) -> float:
+    """Images/second for imgbatch's HTTP client + compress() in a plain process pool: the
+    ceiling any service that downloads each image from this host can reach here."""
+    with multiprocessing.get_context("fork").Pool(processes, initializer=_init_fetching) as pool:
+        pool.map(_fetch_and_compress, urls[: processes * 2])  # warm up
+        started = time.perf_counter()
+        pool.map(_fetch_and_compress, urls, chunksize=1)
+        return len(urls) / (time.perf_counter() - started)
 
 
 @dataclass(frozen=True)
@@ -208,9 +233,8 @@ def main() -> None:
     }
     print(f"cores: {os.cpu_count()}, worker processes: {args.processes} x {args.workers} node(s)")
     print(
-        f"{'MP':>5} {'images':>7} {'plain img/s':>12} {'e2e img/s':>10} {'ratio':>6}"
-        f" {'accept s':>8} {'wake s':>7} {'steady img/s':>13} {'steady ratio':>13} {'tail s':>7}"
-        f" {'host ms/img':>12}"
+        f"{'MP':>5} {'images':>7} {'plain img/s':>12} {'fetch+compress':>15}"
+        f" {'e2e img/s':>10} {'ratio':>6} {'steady ratio':>13} {'ramp s':>7} {'host ms/img':>12}"
     )
     for mp in args.megapixels:
         with tempfile.TemporaryDirectory() as tmp:
@@ -222,11 +246,12 @@ def main() -> None:
             before = plain_loop(paths, args.processes)
             with image_host(workdir / "img") as server:
                 t = end_to_end(paths, server, workdir, env, args.processes, args.workers)
+                fetching = fetch_loop([server.url("/" + p.name) for p in paths], args.processes)
             base = (before + plain_loop(paths, args.processes)) / 2
             print(
-                f"{mp:5.1f} {len(paths):7d} {base:12.1f} {t.rate:10.1f} {t.rate / base:6.2f}"
-                f" {t.accept:8.3f} {t.wake:7.3f} {t.steady_rate:13.1f} {t.steady_rate / base:13.2f} {t.tail:7.3f}"
-                f" {1000 * t.host_cpu / t.images:12.2f}",
+                f"{mp:5.1f} {len(paths):7d} {base:12.1f} {fetching:8.1f} ({fetching / base:4.2f})"
+                f" {t.rate:10.1f} {t.rate / base:6.2f} {t.steady_rate / base:13.2f}"
+                f" {t.accept + t.wake:7.3f} {1000 * t.host_cpu / t.images:12.2f}",
                 flush=True,
             )
 

@@ -80,7 +80,7 @@ def accept_upload(
     webhook_url: str | None,
     owner: str | None,
 ) -> Accepted:
-    """Parse and validate; on success write the ledger and enqueue one job per image."""
+    """Parse and validate; on success write the ledger and enqueue the images as jobs."""
     try:
         products = parse_products(data, csv_limits(ctx))
     except CsvRejected as rejected:
