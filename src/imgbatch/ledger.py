@@ -211,6 +211,9 @@ _RECORD = (
         **{name: bindparam(f"v_{name}") for name in _RESULT_FIELDS},
     )
 )
+_RECORDED = select(_images.c.id, _images.c.attempts, _images.c.finished_at).where(
+    _images.c.id.in_(bindparam("image_ids", expanding=True))
+)
 _ANY_UNFINISHED = select(
     exists().where(
         _images.c.request_id == bindparam("request_id"), _images.c.status.in_(st.UNFINISHED)
@@ -295,13 +298,26 @@ def record_results(
 
     `maybe_last` tells the caller to try finalizing the image's request.
     """
+    if not results:
+        return []
     now = utcnow()
-    ours: list[bool] = []
+    params = [
+        {
+            **{f"v_{name}": getattr(result, name) for name in _RESULT_FIELDS},
+            "image_id": claimed.id,
+            "attempt": claimed.attempt,
+            "now": now,
+        }
+        for claimed, result in results
+    ]
     with db.connection() as conn:
-        for claimed, result in results:
-            params = {f"v_{name}": getattr(result, name) for name in _RESULT_FIELDS}
-            params.update(image_id=claimed.id, attempt=claimed.attempt, now=now)
-            ours.append(bool(conn.execute(_RECORD, params).rowcount))
+        # One executemany: its total row count tells whether every claim was still ours.
+        if conn.execute(_RECORD, params).rowcount == len(params):
+            ours = [True] * len(results)
+        else:  # a claim was lost: ours are the rows that now carry our attempt and time
+            rows = conn.execute(_RECORDED, {"image_ids": [c.id for c, _ in results]})
+            mine = {(row.id, row.attempts) for row in rows if row.finished_at == now}
+            ours = [(claimed.id, claimed.attempt) in mine for claimed, _ in results]
         touched = {c.request_id for (c, _), mine in zip(results, ours, strict=True) if mine}
         finished = {
             request_id
