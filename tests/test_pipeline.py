@@ -356,3 +356,29 @@ def test_a_claim_lost_to_another_worker_is_left_to_it(
     )
     assert recorded.ours and recorded.maybe_last
     assert pipeline.finalize(ctx, RID) == st.COMPLETED_WITH_ERRORS
+
+
+def test_a_job_of_large_images_stores_them_before_it_ends(
+    make_ctx: Callable[..., Context],
+    server: ImageServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Compressed images wait in memory only up to STORE_AFTER_BYTES, then are stored."""
+    monkeypatch.setattr(pipeline, "STORE_AFTER_BYTES", 1)  # every image is "large"
+    ctx = make_ctx()
+    ids = add_request(
+        ctx.db,
+        [
+            product(1, server.url("photo0.jpg")),
+            product(2, server.url("/slow?seconds=1&file=photo1.jpg")),
+        ],
+        RID,
+    )
+    job = Job(ctx, ids).start()
+    # The first image is stored while the job still waits for the second one.
+    wait_until(lambda: ctx.storage.exists(f"{RID}/1/0.jpg"))
+    assert job.thread.is_alive()
+    assert [r.status for r in rows(ctx.db, ids)] == [st.PROCESSING] * 2  # recorded together
+    assert job.join() == [st.DONE, st.DONE]
+    assert ctx.storage.list_keys(f"{RID}/") == [f"{RID}/1/0.jpg", f"{RID}/2/0.jpg"]
+    assert request_row(ctx.db, RID).status == st.COMPLETED

@@ -33,6 +33,10 @@ def output_key(claimed: ClaimedImage, extension: str) -> str:
     return f"{claimed.request_id}/{claimed.serial_number}/{claimed.position}.{extension}"
 
 
+# Compressed images wait in memory to be stored together, up to this many bytes.
+STORE_AFTER_BYTES = 32 * 1024 * 1024
+
+
 @dataclass
 class _Outcome:
     """One image of the job on its way to the ledger."""
@@ -75,6 +79,7 @@ def process_images(ctx: Context, image_ids: Sequence[int]) -> list[str]:
     claimed = ledger.claim_images(ctx.db, image_ids, settings.lease_seconds, settings.max_attempts)
     leases = _Leases(ctx, claimed)
     outcomes: list[_Outcome] = []
+    held_bytes = 0
     for image in claimed:
         leases.keep()
         if image.id in leases.held:
@@ -82,6 +87,10 @@ def process_images(ctx: Context, image_ids: Sequence[int]) -> list[str]:
             outcome = _compress(ctx, image, after_fetch=leases.keep)
             if image.id in leases.held:
                 outcomes.append(outcome)
+                held_bytes += len(outcome.stored.data) if outcome.stored else 0
+        if held_bytes > STORE_AFTER_BYTES:  # large images: bound what the job holds in memory
+            _store(ctx, outcomes)
+            held_bytes = 0
     leases.keep()
     outcomes = [o for o in outcomes if o.claimed.id in leases.held]
     _store(ctx, outcomes)
@@ -140,7 +149,7 @@ def _compress(ctx: Context, claimed: ClaimedImage, after_fetch: Callable[[], Non
 
 
 def _store(ctx: Context, outcomes: list[_Outcome]) -> None:
-    """Store every compressed image of the job; a failed write fails only its image."""
+    """Store the compressed images not stored yet; a failed write fails only its image."""
     pending = [o for o in outcomes if o.stored is not None]
     if not pending:
         return
