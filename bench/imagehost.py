@@ -3,8 +3,8 @@
 The image source stands for a CDN, which costs the service nothing; on one
 small machine it shares the CPUs with imgbatch, so it must cost as little as
 possible or it is counted against imgbatch. Server CPU per 0.5 MP image
-(`bench/image_hosts.py`): aiohttp's static route with sendfile 0.87–1.15 ms,
-aiohttp from memory 0.17–0.20 ms, uvicorn from memory 0.12–0.13 ms (two runs).
+(`bench/image_hosts.py`): aiohttp's static route with sendfile 0.87-1.15 ms,
+aiohttp from memory 0.17-0.20 ms, uvicorn from memory 0.12-0.13 ms (two runs).
 HTTP/1.1 keep-alive, a large listen backlog (Python's `http.server` speaks
 HTTP/1.0 with a backlog of 5 and distorts timings with connection retries).
 """

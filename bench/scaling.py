@@ -61,7 +61,9 @@ def main() -> None:
                             env = {**env, "IMGBATCH_LOG_LEVEL": "WARNING"}
                             rundir = workdir / f"w{workers}-{run}"
                             started = time.perf_counter()
-                            rate = end_to_end(paths, server, rundir, env, args.concurrency, workers)
+                            rate = end_to_end(
+                                paths, server, rundir, env, args.concurrency, workers
+                            ).rate
                             wall = time.perf_counter() - started
                         best = max(best, rate)
                         print(

@@ -7,7 +7,8 @@ otherwise), and prints images/second end to end beside the same images
 compressed by `imaging.compress` in a plain multiprocessing loop on all cores,
 and the ratio of the two. Target: ratio >= 0.85.
 
-    .venv/bin/python bench/throughput.py --megapixels 0.5 2 12
+    .venv/bin/python bench/throughput.py --megapixels 0.5 2
+    .venv/bin/python bench/throughput.py --images 200 --megapixels 12
 """
 
 from __future__ import annotations
@@ -149,16 +150,18 @@ def _utc(value: datetime | str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def wait_final(service: Service, request_id: str) -> dict[str, Any]:
+def wait_final(service: Service, request_id: str, timeout: float = 3600) -> dict[str, Any]:
     """Poll as a client would: progress only (one product), once a second. The figure
     comes from the ledger's completed_at, so the polling interval does not blur it."""
-    while True:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         status, _, raw = http("GET", f"{service.url}/api/status/{request_id}?limit=1")
         assert status == 200, raw
         doc: dict[str, Any] = json.loads(raw)
         if doc["status"] in FINAL:
             return doc
         time.sleep(1.0)
+    raise TimeoutError(f"request {request_id} not final after {timeout:.0f} s\n{service.logs()}")
 
 
 def end_to_end(

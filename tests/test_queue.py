@@ -159,3 +159,15 @@ def test_check_names_the_setting_in_one_line(url: str, tmp_path: Path) -> None:
     assert message.startswith("IMGBATCH_QUEUE_URL: ")
     assert "\n" not in message
     assert "s3cret" not in message
+
+
+def test_a_job_of_one_image_from_before_jobs_had_several_still_runs(tmp_path: Path) -> None:
+    """A rolling upgrade: the old API or sweeper enqueued `process_image(image_id)`."""
+    ran: list[list[int]] = []
+    queue = JobQueue(f"sqlite:///{tmp_path / 'queue.db'}", handler=ran.append)
+    queue.huey.enqueue(queue._single_task.s(42))
+    task = queue.huey.dequeue()
+    assert task is not None and task.name == "process_image"
+    queue.huey.execute(task)
+    assert ran == [[42]]
+    queue.close()

@@ -578,30 +578,68 @@ def test_local_durability_follows_the_setting(
     root = tmp_path / "images"
     root.mkdir()
     storage = open_storage(root.as_uri(), make_settings(storage_fsync=fsync))
-    storage.put("r/1/0.jpg", b"bytes", "image/jpeg")
-    assert storage.get("r/1/0.jpg") is not None
-    # The file, then its directory and the parent of each directory the write created.
-    if fsync:
-        assert synced[0] == str(root / "r/1/0.jpg")
-        assert sorted(synced[1:]) == sorted(str(p) for p in (root / "r/1", root / "r", root))
-    else:
-        assert synced == []
-    synced.clear()
-    storage.put("r/1/1.jpg", b"bytes", "image/jpeg")
-    assert synced == ([str(root / "r/1/1.jpg"), str(root / "r/1")] if fsync else [])
+    for name in ("0.jpg", "1.jpg"):  # into new directories, then into existing ones
+        synced.clear()
+        storage.put(f"r/1/{name}", b"bytes", "image/jpeg")
+        assert storage.get(f"r/1/{name}") is not None
+        if not fsync:
+            assert synced == []
+            continue
+        # The data in its temp file (before the rename), then every directory up to the
+        # root: one of them may have been created by another process.
+        temp = Path(synced[0])
+        assert temp.parent == root / "r/1" and temp.name.startswith(".tmp-")
+        assert synced[1:] == [str(root / "r/1"), str(root / "r"), str(root)]
 
 
-def test_local_batch_is_made_durable_after_every_write(
+def test_local_batch_is_synced_before_it_is_renamed_into_place(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    events: list[str] = []
+    events: list[tuple[str, str]] = []
     real_fsync, real_replace = os.fsync, os.replace
-    monkeypatch.setattr(os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd))[1])
-    monkeypatch.setattr(os, "replace", lambda a, b: (events.append("write"), real_replace(a, b))[1])
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src: str, dst: str) -> None:
+        events.append(("rename", str(src)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
     storage = open_storage(tmp_path.as_uri(), make_settings(storage_fsync=True))
     outcomes = storage.put_many(
         [PutObject(f"r/{i}/0.jpg", b"x" * i, "image/jpeg") for i in range(1, 4)]
     )
     assert outcomes == [None, None, None]
-    assert events[:3] == ["write"] * 3 and set(events[3:]) == {"fsync"}
+    renames = [i for i, (kind, _) in enumerate(events) if kind == "rename"]
+    assert len(renames) == 3
+    for i in renames:  # every temp file was synced before it took its key
+        assert ("fsync", events[i][1]) in events[:i]
+    directories = [path for kind, path in events[renames[-1] + 1 :]]
+    assert all(kind == "fsync" for kind, _ in events[renames[-1] + 1 :])
+    assert set(directories) == {str(tmp_path / f"r/{i}") for i in range(1, 4)} | {
+        str(tmp_path / "r"),
+        str(tmp_path),
+    }
     assert [storage.get(f"r/{i}/0.jpg").data for i in range(1, 4)] == [b"x", b"xx", b"xxx"]  # type: ignore[union-attr]
+
+
+def test_local_object_whose_sync_fails_keeps_its_old_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = open_storage(tmp_path.as_uri(), make_settings(storage_fsync=True))
+    storage.put("r/1/0.jpg", b"old", "image/jpeg")
+    real_fsync = os.fsync
+
+    def failing(fd: int) -> None:
+        if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(".tmp-"):
+            raise OSError(5, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", failing)
+    (outcome,) = storage.put_many([PutObject("r/1/0.jpg", b"new", "image/jpeg")])
+    assert isinstance(outcome, StorageError) and "Input/output error" in str(outcome)
+    assert storage.get("r/1/0.jpg").data == b"old"  # type: ignore[union-attr]
+    assert os.listdir(tmp_path / "r/1") == ["0.jpg"]  # no temp file left behind

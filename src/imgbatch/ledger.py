@@ -141,7 +141,7 @@ def create_request(
     return image_ids
 
 
-# The per-image statements are built once: a worker runs them for every image, and
+# The worker's statements are built once: a worker runs them for every job, and
 # building SQLAlchemy expressions costs more CPU than SQLite takes to run them.
 _images = cast(Table, Image.__table__)
 _products = cast(Table, Product.__table__)
@@ -276,7 +276,7 @@ def renew_leases(
     until = utcnow() + timedelta(seconds=lease_seconds)
     kept = []
     with db.connection() as conn:
-        for image in claimed:
+        for image in sorted(claimed, key=lambda c: c.id):  # one lock order for all writers
             params = {"image_id": image.id, "attempt": image.attempt, "lease_until": until}
             if conn.execute(_RENEW, params).rowcount:
                 kept.append(image)
@@ -296,7 +296,10 @@ def record_results(
 ) -> list[Recorded]:
     """Record finished images in one transaction, each only while we hold its claim.
 
-    `maybe_last` tells the caller to try finalizing the image's request.
+    `maybe_last` tells the caller to try finalizing the image's request. It is read
+    after the commit: inside the transaction, two workers recording a request's last
+    images at once (PostgreSQL, READ COMMITTED) would each still see the other's as
+    unfinished, and neither would finalize.
     """
     if not results:
         return []
@@ -310,20 +313,23 @@ def record_results(
         }
         for claimed, result in results
     ]
+    params.sort(key=lambda p: p["image_id"])  # rows locked in one order by every writer
     with db.connection() as conn:
         # One executemany: its total row count tells whether every claim was still ours.
         if conn.execute(_RECORD, params).rowcount == len(params):
             ours = [True] * len(results)
-        else:  # a claim was lost: ours are the rows that now carry our attempt and time
+        else:  # a claim was lost: ours are the rows that now carry our attempt and our
+            # timestamp (only the claim holder has that attempt; the sweeper's differs)
             rows = conn.execute(_RECORDED, {"image_ids": [c.id for c, _ in results]})
             mine = {(row.id, row.attempts) for row in rows if row.finished_at == now}
             ours = [(claimed.id, claimed.attempt) in mine for claimed, _ in results]
-        touched = {c.request_id for (c, _), mine in zip(results, ours, strict=True) if mine}
-        finished = {
-            request_id
-            for request_id in touched
-            if not conn.execute(_ANY_UNFINISHED, {"request_id": request_id}).scalar()
-        }
+    touched = {c.request_id for (c, _), mine in zip(results, ours, strict=True) if mine}
+    finished = set()
+    if touched:
+        with db.connection() as conn:
+            for request_id in touched:
+                if not conn.execute(_ANY_UNFINISHED, {"request_id": request_id}).scalar():
+                    finished.add(request_id)
     return [
         Recorded(ours=mine, maybe_last=mine and claimed.request_id in finished)
         for (claimed, _), mine in zip(results, ours, strict=True)

@@ -5,8 +5,9 @@
 - `postgresql://…` — Huey's SQL storage on PostgreSQL (peewee + psycopg 3,
   `FOR UPDATE SKIP LOCKED`)
 
-A job carries only image ids: a few consecutive images of a request, so a
-worker claims, stores and records them together (`job_batches`). The queue is a
+A job carries only image ids: a few images (consecutive ones of a request when
+an upload enqueues them), which a worker claims, stores and records together
+(`job_batches`). The queue is a
 hint, never the truth: a lost job is found again by the sweeper, a duplicate
 one is a no-op claim. That is why
 the SQLite queue runs with `synchronous=NORMAL`.
@@ -33,6 +34,7 @@ from .errors import first_line
 log = logging.getLogger(__name__)
 
 TASK_NAME = "process_images"
+_SINGLE_TASK_NAME = "process_image"
 QUEUE_NAME = "imgbatch"
 
 
@@ -191,7 +193,7 @@ def job_batches(image_ids: Sequence[int], most: int) -> list[list[int]]:
     """Split image ids, in order, into jobs of at most `most` ids.
 
     Jobs are only as large as keeps a request spread over `MIN_JOBS` jobs, so a
-    small request still runs on every worker, and a large one pays the per-job
+    small request still spreads over many workers, and a large one pays the per-job
     costs (dequeue, claim and record transactions, fsyncs) once per `most` images.
     """
     size = max(1, min(most, len(image_ids) // MIN_JOBS))
@@ -212,15 +214,23 @@ class JobQueue:
         self.images_per_job = images_per_job
         self._handler = handler
         self._task = self.huey.task(name=TASK_NAME, retries=0)(self._run)
+        # Jobs of one image, as enqueued before jobs had several: kept for a release so a
+        # rolling upgrade runs what the old API and sweepers enqueue instead of dropping it.
+        self._single_task = self.huey.task(name=_SINGLE_TASK_NAME, retries=0)(self._run_one)
 
     def _run(self, image_ids: list[int]) -> None:
         if self._handler is None:
             raise RuntimeError("this JobQueue was built to enqueue only")
         self._handler(image_ids)
 
-    def enqueue(self, image_ids: Sequence[int], chunk: int = 1000) -> None:
+    def _run_one(self, image_id: int) -> None:
+        self._run([image_id])
+
+    def enqueue(
+        self, image_ids: Sequence[int], chunk: int = 1000, images_per_job: int | None = None
+    ) -> None:
         """Enqueue the images as jobs of a few ids each (`job_batches`), in bulk."""
-        jobs = job_batches(image_ids, self.images_per_job)
+        jobs = job_batches(image_ids, images_per_job or self.images_per_job)
         for start in range(0, len(jobs), chunk):
             messages = [
                 self.huey.serialize_task(self._task.s(job)) for job in jobs[start : start + chunk]

@@ -38,8 +38,13 @@ def sweep_once(ctx: Context) -> SweepReport:
     busy = ctx.queue.depth() > 0
     age = ctx.settings.lost_job_seconds if busy else ctx.settings.stale_pending_seconds
     stale = ledger.requeue_stale_pending(ctx.db, utcnow() - timedelta(seconds=age))
+    if expired:
+        # A worker died holding these: one may be the image that killed it, so each goes
+        # alone, and a poison image cannot take its neighbours' attempts with it.
+        ctx.queue.enqueue(sorted(expired), images_per_job=1)
+    if stale:
+        ctx.queue.enqueue(sorted(stale))
     if expired or stale:
-        ctx.queue.enqueue(expired + stale)
         log.info("sweeper re-enqueued %d expired and %d stale images", len(expired), len(stale))
     finalized = 0
     for request_id in ledger.unfinalized_request_ids(ctx.db):

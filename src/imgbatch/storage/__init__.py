@@ -181,6 +181,8 @@ class Storage(ABC):
                 self.put(obj.key, obj.data, obj.content_type)
             except StorageError as exc:
                 outcomes.append(exc)
+            except Exception as exc:  # one object's surprise must not fail the others
+                outcomes.append(StorageError(f"cannot store {obj.key!r}: {exc}"))
             else:
                 outcomes.append(None)
         return outcomes

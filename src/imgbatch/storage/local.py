@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
@@ -55,64 +55,68 @@ class LocalStorage(Storage):
             raise error
 
     def put_many(self, objects: Sequence[PutObject]) -> list[StorageError | None]:
-        """Write every object (temp file, then rename), then make the batch durable in one
-        pass: each file, each directory holding a new entry. fsyncs issued back to back share
-        the filesystem's journal commits, which costs about half of fsyncing object by object
-        (measured on ext4)."""
+        """Write every object to a temp file, fsync them all, rename each over its key, then
+        fsync every directory from the files' up to the root.
+
+        Renaming only synced files keeps `put`'s promise (old or new, never partial) across a
+        power loss; syncing every ancestor covers directories another process created. fsyncs
+        issued back to back share the filesystem's journal commits: about half the cost of
+        syncing object by object (measured on ext4).
+        """
         paths = [self._path(obj.key) for obj in objects]  # ValueError before any write
-        outcomes: list[StorageError | None] = []
-        written: list[tuple[int, int]] = []  # (index, open fd) still to be made durable
-        directories: dict[Path, None] = {}  # ordered set: the deepest first
+        outcomes: list[StorageError | None] = [None] * len(objects)
+        temps: dict[int, tuple[Path, int]] = {}  # index -> (temp file, open fd)
+
+        def fail(index: int, doing: str, exc: OSError) -> None:
+            outcomes[index] = StorageError(f"cannot {doing} {objects[index].key!r}: {exc}")
+            if index in temps:
+                tmp, fd = temps.pop(index)
+                os.close(fd)
+                tmp.unlink(missing_ok=True)
+
         try:
             for index, (obj, path) in enumerate(zip(objects, paths, strict=True)):
                 try:
-                    created = self._make_parents(path.parent)
-                    fd = self._write_file(path, obj.data)
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    temps[index] = self._write_temp(path.parent, obj.data)
                 except OSError as exc:
-                    outcomes.append(StorageError(f"cannot write {obj.key!r} to {self.root}: {exc}"))
-                    continue
-                outcomes.append(None)
-                written.append((index, fd))
-                directories[path.parent] = None
-                for directory in created:
-                    directories[directory.parent] = None
-            if self._fsync:
-                for index, fd in written:
-                    try:
+                    fail(index, f"write to {self.root}", exc)
+            for index, (tmp, fd) in list(temps.items()):
+                try:
+                    if self._fsync:
                         os.fsync(fd)
-                    except OSError as exc:
-                        key = objects[index].key
-                        outcomes[index] = StorageError(f"cannot sync {key!r} in {self.root}: {exc}")
-                for directory in directories:
+                    os.replace(tmp, paths[index])
+                except OSError as exc:
+                    fail(index, f"store in {self.root}", exc)
+            if self._fsync and temps:
+                for directory in self._ancestors(paths[i].parent for i in temps):
                     self._fsync_dir(directory)
         finally:
-            for _index, fd in written:
+            for _tmp, fd in temps.values():
                 os.close(fd)
         return outcomes
 
-    def _make_parents(self, directory: Path) -> list[Path]:
-        """Create `directory` and its missing parents; return those created, top first."""
-        missing: list[Path] = []
-        while not directory.is_dir():
-            missing.append(directory)
-            directory = directory.parent
-        for path in reversed(missing):
-            path.mkdir(exist_ok=True)
-        return missing[::-1]
+    def _ancestors(self, directories: Iterable[Path]) -> list[Path]:
+        """The directories and their parents up to the root, each once, deepest first."""
+        seen: dict[Path, None] = {}
+        for directory in directories:
+            while directory not in seen and directory.is_relative_to(self.root):
+                seen[directory] = None
+                directory = directory.parent
+        return sorted(seen, key=lambda d: len(d.parts), reverse=True)
 
-    def _write_file(self, path: Path, data: bytes) -> int:
-        """Write `data` to a temp file renamed over `path`; return its open descriptor."""
-        tmp, fd = self._create_temp(path.parent)
+    def _write_temp(self, directory: Path, data: bytes) -> tuple[Path, int]:
+        """Write `data` to a new temp file in `directory`; return it with its open fd."""
+        tmp, fd = self._create_temp(directory)
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-            os.replace(tmp, path)
         except BaseException:
             os.close(fd)
             tmp.unlink(missing_ok=True)
             raise
-        return fd
+        return tmp, fd
 
     @staticmethod
     def _create_temp(directory: Path) -> tuple[Path, int]:
