@@ -17,6 +17,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -203,6 +204,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--megapixels", type=float, nargs="+", default=[2.0])
+    parser.add_argument("--repeat", type=int, default=1, help="rounds per size (median printed)")
     parser.add_argument(
         "--processes",
         type=int,
@@ -239,19 +241,32 @@ def main() -> None:
             workdir = Path(tmp)
             (workdir / "img").mkdir()
             paths = photographs(mp, args.images, workdir / "img")
-            # The plain loop runs before and after the end-to-end run and the mean is the
-            # baseline: this box's speed drifts by several percent between minutes.
-            before = plain_loop(paths, args.processes)
-            with image_host(workdir / "img") as server:
-                t = end_to_end(paths, server, workdir, env, args.processes, args.workers)
-                fetching = fetch_loop([server.url("/" + p.name) for p in paths], args.processes)
-            base = (before + plain_loop(paths, args.processes)) / 2
-            print(
-                f"{mp:5.1f} {len(paths):7d} {base:12.1f} {fetching:8.1f} ({fetching / base:4.2f})"
-                f" {t.rate:10.1f} {t.rate / base:6.2f} {t.steady_rate / base:13.2f}"
-                f" {t.accept + t.wake:7.3f} {1000 * t.host_cpu / t.images:12.2f}",
-                flush=True,
-            )
+            ratios = [
+                measure_once(mp, paths, workdir / f"run{run}", env, args)
+                for run in range(args.repeat)
+            ]
+        if args.repeat > 1:
+            print(f"{mp:5.1f} MP: median ratio {statistics.median(ratios):.2f} of {ratios}")
+
+
+def measure_once(
+    mp: float, paths: list[Path], workdir: Path, env: dict[str, str], args: argparse.Namespace
+) -> float:
+    """One round: plain loop, end to end, fetch + compress, plain loop again; prints a row."""
+    # The plain loop runs before and after the end-to-end run and the mean is the
+    # baseline: this box's speed drifts by several percent between minutes.
+    before = plain_loop(paths, args.processes)
+    with image_host(paths[0].parent) as server:
+        t = end_to_end(paths, server, workdir, env, args.processes, args.workers)
+        fetching = fetch_loop([server.url("/" + p.name) for p in paths], args.processes)
+    base = (before + plain_loop(paths, args.processes)) / 2
+    print(
+        f"{mp:5.1f} {len(paths):7d} {base:12.1f} {fetching:8.1f} ({fetching / base:4.2f})"
+        f" {t.rate:10.1f} {t.rate / base:6.2f} {t.steady_rate / base:13.2f}"
+        f" {t.accept + t.wake:7.3f} {1000 * t.host_cpu / t.images:12.2f}",
+        flush=True,
+    )
+    return round(t.rate / base, 2)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from imgbatch import statuses as st
 from imgbatch.csvfile import ProductRow
 from imgbatch.db import Database, upgrade
 from imgbatch.models import Image, Request, utcnow
-from support.databases import add_request, postgres_database, sqlite_url
+from support.databases import add_request, expire_lease, postgres_database, sqlite_url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -72,16 +72,6 @@ def record(
 ) -> ledger.Recorded:
     (recorded,) = ledger.record_results(db, [(claimed, result)])
     return recorded
-
-
-def expire_lease(db: Database, *image_ids: int) -> None:
-    """What the passing of time does to a dead worker's claims."""
-    with db.session() as session:
-        session.execute(
-            update(Image)
-            .where(Image.id.in_(image_ids))
-            .values(lease_until=utcnow() - timedelta(seconds=1))
-        )
 
 
 def finish(db: Database, image_id: int, ok: bool = True) -> ledger.Recorded:

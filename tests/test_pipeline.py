@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from PIL import Image as PILImage
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
 from imgbatch import ledger, pipeline
 from imgbatch import statuses as st
@@ -29,7 +29,7 @@ from imgbatch.context import Context
 from imgbatch.csvfile import ProductRow
 from imgbatch.db import Database, upgrade
 from imgbatch.models import Image, Request, WebhookDelivery, utcnow
-from support.databases import add_request, sqlite_url
+from support.databases import add_request, expire_lease, sqlite_url
 from support.imageserver import ImageServer
 
 RID = "a" * 32  # request ids are 32 characters, as an upload makes them
@@ -86,16 +86,6 @@ def request_row(db: Database, request_id: str) -> Request:
         request = session.get(Request, request_id)
         assert request is not None
         return request
-
-
-def expire_lease(db: Database, *image_ids: int) -> None:
-    """What the passing of time does to a claim (as in test_ledger.py)."""
-    with db.session() as session:
-        session.execute(
-            update(Image)
-            .where(Image.id.in_(image_ids))
-            .values(lease_until=utcnow() - timedelta(seconds=1))
-        )
 
 
 @dataclass

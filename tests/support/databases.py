@@ -5,14 +5,17 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from sqlalchemy import update
 
 from imgbatch.csvfile import ProductRow
 from imgbatch.db import Database
 from imgbatch.ledger import create_request
+from imgbatch.models import Image, utcnow
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -62,3 +65,13 @@ def add_request(db: Database, products: Sequence[ProductRow], request_id: str) -
         webhook_url=None,
         owner=None,
     )
+
+
+def expire_lease(db: Database, *image_ids: int) -> None:
+    """What the passing of time does to a dead worker's claims: their leases run out."""
+    with db.session() as session:
+        session.execute(
+            update(Image)
+            .where(Image.id.in_(image_ids))
+            .values(lease_until=utcnow() - timedelta(seconds=1))
+        )
