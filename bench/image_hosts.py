@@ -11,18 +11,16 @@ one after another by imgbatch's own Fetcher.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import socket
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from imagehost import ImageHost, _serve  # noqa: E402
+from imagehost import Server, image_host, serve_from_memory  # noqa: E402
 from throughput import photographs  # noqa: E402
 
 from imgbatch.fetch import Fetcher, FetchLimits  # noqa: E402
@@ -53,41 +51,29 @@ def _aiohttp_memory(directory: str, sock: socket.socket) -> None:
     web.run_app(app, sock=sock, print=None, access_log=None)
 
 
-HOSTS: dict[str, Callable[[str, socket.socket], None]] = {
+HOSTS: dict[str, Server] = {
     "aiohttp static (sendfile)": _aiohttp_static,
     "aiohttp from memory": _aiohttp_memory,
-    "uvicorn from memory (bench/imagehost.py)": _serve,
+    "uvicorn from memory (bench/imagehost.py)": serve_from_memory,
 }
 
 
-def measure(target: Callable[[str, socket.socket], None], paths: list[Path]) -> tuple[float, float]:
+def measure(server: Server, paths: list[Path]) -> tuple[float, float]:
     """(server CPU ms, client CPU ms) per image."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(2048)
-    port = sock.getsockname()[1]
-    process = multiprocessing.get_context("fork").Process(
-        target=target, args=(str(paths[0].parent), sock), daemon=True
-    )
-    process.start()
-    try:
-        assert process.pid is not None
-        host = ImageHost(f"http://127.0.0.1:{port}", process.pid)
-        fetcher = Fetcher(AddressPolicy(allow_private=True), FetchLimits())
+    with (
+        image_host(paths[0].parent, server) as host,
+        Fetcher(AddressPolicy(allow_private=True), FetchLimits()) as fetcher,
+    ):
         urls = [host.url("/" + p.name) for p in paths]
         for url in urls[:20]:  # warm up (and wait for the server to start)
             fetcher.fetch(url)
-        server, client = host.cpu_seconds(), time.process_time()
+        server_cpu, client_cpu = host.cpu_seconds(), time.process_time()
         for url in urls:
             fetcher.fetch(url)
         return (
-            1000 * (host.cpu_seconds() - server) / len(urls),
-            1000 * (time.process_time() - client) / len(urls),
+            1000 * (host.cpu_seconds() - server_cpu) / len(urls),
+            1000 * (time.process_time() - client_cpu) / len(urls),
         )
-    finally:
-        process.terminate()
-        process.join(10)
-        sock.close()
 
 
 def main() -> None:
@@ -99,9 +85,9 @@ def main() -> None:
         paths = photographs(args.megapixels, args.images, Path(tmp))
         print(f"{args.images} photos of {args.megapixels} MP, CPU ms per image")
         print(f"{'host':42} {'server':>7} {'client':>7}")
-        for name, target in HOSTS.items():
-            server, client = measure(target, paths)
-            print(f"{name:42} {server:7.2f} {client:7.2f}", flush=True)
+        for name, server in HOSTS.items():
+            server_ms, client_ms = measure(server, paths)
+            print(f"{name:42} {server_ms:7.2f} {client_ms:7.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -14,13 +14,14 @@ from __future__ import annotations
 import multiprocessing
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 
-def _serve(directory: str, sock: socket.socket) -> None:
+def serve_from_memory(directory: str, sock: socket.socket) -> None:
+    """uvicorn serving the files of `directory`, read once into memory."""
     import uvicorn
 
     files = {"/" + p.name: p.read_bytes() for p in Path(directory).iterdir() if p.is_file()}
@@ -57,15 +58,18 @@ class ImageHost:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+Server = Callable[[str, socket.socket], None]
+
+
 @contextmanager
-def image_host(directory: Path) -> Iterator[ImageHost]:
-    """Serve the files of `directory` (read once, at start) on a free loopback port."""
+def image_host(directory: Path, server: Server = serve_from_memory) -> Iterator[ImageHost]:
+    """Serve the files of `directory` with `server` in its own process on a free loopback port."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(2048)
     port = sock.getsockname()[1]
     process = multiprocessing.get_context("fork").Process(
-        target=_serve, args=(str(directory), sock), daemon=True
+        target=server, args=(str(directory), sock), daemon=True
     )
     process.start()
     try:

@@ -14,7 +14,6 @@ and the ratio of the two. Target: ratio >= 0.85.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import statistics
@@ -37,7 +36,7 @@ from imgbatch.config import Settings  # noqa: E402
 from imgbatch.fetch import Fetcher, FetchLimits  # noqa: E402
 from imgbatch.imaging import CompressOptions, compress, configure  # noqa: E402
 from imgbatch.netguard import AddressPolicy  # noqa: E402
-from support.service import FINAL, Service, http  # noqa: E402
+from support.service import Service  # noqa: E402
 
 
 def photographs(megapixels: float, count: int, directory: Path) -> list[Path]:
@@ -109,7 +108,6 @@ class Timeline:
     accept: float  # upload sent -> 202 received (validation, ledger rows, enqueue)
     wake: float  # 202 received -> first image claimed (a worker noticing the jobs)
     steady: float  # first image claimed -> last image finished
-    tail: float  # last image finished -> request completed_at (finalization)
     host_cpu: float = 0.0  # CPU seconds the image host spent serving the images
 
     @property
@@ -142,7 +140,6 @@ def timeline(
         accept=(accepted - started).total_seconds(),
         wake=(first - accepted).total_seconds(),
         steady=(last - first).total_seconds(),
-        tail=(completed - last).total_seconds(),
     )
 
 
@@ -151,18 +148,10 @@ def _utc(value: datetime | str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def wait_final(service: Service, request_id: str, timeout: float = 3600) -> dict[str, Any]:
+def wait_final(service: Service, request_id: str) -> dict[str, Any]:
     """Poll as a client would: progress only (one product), once a second. The figure
     comes from the ledger's completed_at, so the polling interval does not blur it."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status, _, raw = http("GET", f"{service.url}/api/status/{request_id}?limit=1")
-        assert status == 200, raw
-        doc: dict[str, Any] = json.loads(raw)
-        if doc["status"] in FINAL:
-            return doc
-        time.sleep(1.0)
-    raise TimeoutError(f"request {request_id} not final after {timeout:.0f} s\n{service.logs()}")
+    return service.wait_final(request_id, timeout=3600, interval=1.0, query="limit=1")
 
 
 def end_to_end(

@@ -171,3 +171,13 @@ def test_a_job_of_one_image_from_before_jobs_had_several_still_runs(tmp_path: Pa
     queue.huey.execute(task)
     assert ran == [[42]]
     queue.close()
+
+
+@pytest.mark.parametrize("value", [0, -1, 101])
+def test_images_per_job_outside_its_range_is_refused(value: int) -> None:
+    from pydantic import ValidationError
+
+    from imgbatch.config import Settings
+
+    with pytest.raises(ValidationError, match="images_per_job"):
+        Settings(_env_file=None, images_per_job=value)  # type: ignore[call-arg]

@@ -186,19 +186,27 @@ class Service:
         )
         return status, json.loads(raw)
 
-    def status(self, request_id: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
-        status, _, raw = http("GET", f"{self.url}/api/status/{request_id}", headers=headers)
+    def status(
+        self, request_id: str, headers: dict[str, str] | None = None, query: str = ""
+    ) -> dict[str, Any]:
+        url = f"{self.url}/api/status/{request_id}" + (f"?{query}" if query else "")
+        status, _, raw = http("GET", url, headers=headers)
         assert status == 200, raw
         return json.loads(raw)  # type: ignore[no-any-return]
 
     def wait_final(
-        self, request_id: str, timeout: float = 120, headers: dict[str, str] | None = None
+        self,
+        request_id: str,
+        timeout: float = 120,
+        headers: dict[str, str] | None = None,
+        interval: float = 0.2,
+        query: str = "",
     ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         doc: dict[str, Any] = {}
         while time.monotonic() < deadline:
-            doc = self.status(request_id, headers)
+            doc = self.status(request_id, headers, query)
             if doc["status"] in FINAL:
                 return doc
-            time.sleep(0.2)
+            time.sleep(interval)
         raise TimeoutError(f"request {request_id} not final: {doc.get('progress')}\n{self.logs()}")
