@@ -28,6 +28,7 @@ from imgbatch.storage import (
     open_storage,
     validate_key,
 )
+from imgbatch.storage.s3 import PUT_THREADS
 from support.s3server import SCRUBBED_AWS_VARS, S3Server, dummy_s3_env, start_s3_server
 
 MiB = 1024 * 1024
@@ -482,6 +483,60 @@ class TestS3Storage(StorageContract):
         public = open_storage(storage.url, settings)
         full = f"{storage.prefix}/a/b.webp" if storage.prefix else "a/b.webp"
         assert public.public_url("a/b.webp") == f"https://cdn.example.com/assets/{full}"
+
+    def test_put_many_uploads_a_batch_in_parallel(
+        self, storage: S3Storage, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # The first two uploads each wait for the other: one after another, they would
+        # break the barrier after its timeout instead of passing it together.
+        meet = threading.Barrier(2, timeout=10)
+        calls: list[str] = []
+        real_put = storage.put
+
+        def put(key: str, data: bytes, content_type: str) -> None:
+            calls.append(key)
+            if len(calls) <= 2:
+                meet.wait()
+            real_put(key, data, content_type)
+
+        monkeypatch.setattr(storage, "put", put)
+        objects = [
+            PutObject(f"r/{i}/0.webp", bytes([i]) * (1000 + i), "image/webp")
+            for i in range(PUT_THREADS + 4)  # more objects than threads
+        ]
+        assert storage.put_many(objects) == [None] * len(objects)
+        assert sorted(calls) == sorted(o.key for o in objects)
+        for obj in objects:
+            stored = storage.get(obj.key)
+            assert stored is not None and stored.data == obj.data
+            assert stored.content_type == "image/webp"
+
+    def test_put_many_fails_only_the_object_whose_upload_failed(
+        self, storage: S3Storage, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # moto accepts every well-formed put, so the failures are raised in the upload
+        # threads around the real server: a storage error and a surprise.
+        real_put = storage.put
+
+        def put(key: str, data: bytes, content_type: str) -> None:
+            if key == "bad/2.jpg":
+                raise StorageError("S3 put of 'bad/2.jpg' failed: SlowDown")
+            if key == "bug/4.jpg":
+                raise RuntimeError("surprise")
+            real_put(key, data, content_type)
+
+        monkeypatch.setattr(storage, "put", put)
+        keys = ["ok/1.jpg", "bad/2.jpg", "ok/3.jpg", "bug/4.jpg", "ok/5.jpg"]
+        outcomes = storage.put_many([PutObject(k, k.encode(), "image/jpeg") for k in keys])
+        assert [type(o).__name__ for o in outcomes] == [
+            "NoneType",
+            "StorageError",
+            "NoneType",
+            "StorageError",
+            "NoneType",
+        ]
+        assert "SlowDown" in str(outcomes[1]) and "surprise" in str(outcomes[3])
+        assert storage.list_keys() == ["ok/1.jpg", "ok/3.jpg", "ok/5.jpg"]
 
     def test_prefixes_are_isolated(self, bucket: str) -> None:
         one = open_storage(f"s3://{bucket}/one", make_settings())

@@ -175,17 +175,17 @@ class Storage(ABC):
         """
         for obj in objects:
             validate_key(obj.key)
-        outcomes: list[StorageError | None] = []
-        for obj in objects:
-            try:
-                self.put(obj.key, obj.data, obj.content_type)
-            except StorageError as exc:
-                outcomes.append(exc)
-            except Exception as exc:  # one object's surprise must not fail the others
-                outcomes.append(StorageError(f"cannot store {obj.key!r}: {exc}"))
-            else:
-                outcomes.append(None)
-        return outcomes
+        return [self._put_outcome(obj) for obj in objects]
+
+    def _put_outcome(self, obj: PutObject) -> StorageError | None:
+        """`put` one object of a batch; its failure is returned, not raised."""
+        try:
+            self.put(obj.key, obj.data, obj.content_type)
+        except StorageError as exc:
+            return exc
+        except Exception as exc:  # one object's surprise must not fail the others
+            return StorageError(f"cannot store {obj.key!r}: {exc}")
+        return None
 
     @abstractmethod
     def get(self, key: str) -> StoredObject | None:
