@@ -253,9 +253,11 @@ def measure_once(
     with image_host(paths[0].parent) as server:
         t = end_to_end(paths, server, workdir, env, args.processes, args.workers)
         fetching = fetch_loop([server.url("/" + p.name) for p in paths], args.processes)
-    base = max((b + plain_loop(paths, n)) / 2 for b, n in zip(before, counts, strict=True))
+    base, best = max(
+        ((b + plain_loop(paths, n)) / 2, n) for b, n in zip(before, counts, strict=True)
+    )
     print(
-        f"{mp:5.1f} {len(paths):7d} {base:12.1f} {fetching:8.1f} ({fetching / base:4.2f})"
+        f"{mp:5.1f} {len(paths):7d} {base:7.1f} ({best}p) {fetching:8.1f} ({fetching / base:4.2f})"
         f" {t.rate:10.1f} {t.rate / base:6.2f} {t.steady_rate / base:13.2f}"
         f" {t.accept + t.wake:7.3f} {1000 * t.host_cpu / t.images:12.2f}",
         flush=True,
