@@ -5,7 +5,7 @@ HTTP/1.1 keep-alive server, submits them to a real imgbatch deployment (API +
 worker processes, embedded defaults unless --database/--queue/--storage say
 otherwise), and prints images/second end to end beside the same images
 compressed by `imaging.compress` in a plain multiprocessing loop on all cores
-(one process per core, or cores + 1 if that is faster), and the ratio of the two.
+(one process per core, or --processes if that is faster), and the ratio of the two.
 Target: ratio >= 0.85.
 
     .venv/bin/python bench/throughput.py --megapixels 0.5 2
@@ -200,7 +200,8 @@ def main() -> None:
         type=int,
         default=(os.cpu_count() or 1) + 1,
         help="imgbatch's worker processes (default cores + 1, as imgbatch's own default);"
-        " the plain loop runs with this many and with one per core, and the faster counts",
+        " the plain loop runs with this many and with one per core, and the faster of the"
+        " two is the baseline",
     )
     parser.add_argument("--workers", type=int, default=1, help="separate `imgbatch worker` nodes")
     parser.add_argument("--database", help="IMGBATCH_DATABASE_URL (default: embedded SQLite)")
@@ -257,7 +258,7 @@ def measure_once(
         ((b + plain_loop(paths, n)) / 2, n) for b, n in zip(before, counts, strict=True)
     )
     print(
-        f"{mp:5.1f} {len(paths):7d} {base:7.1f} ({best}p) {fetching:8.1f} ({fetching / base:4.2f})"
+        f"{mp:5.1f} {len(paths):7d} {f'{base:.1f} ({best}p)':>12} {fetching:8.1f} ({fetching / base:4.2f})"
         f" {t.rate:10.1f} {t.rate / base:6.2f} {t.steady_rate / base:13.2f}"
         f" {t.accept + t.wake:7.3f} {1000 * t.host_cpu / t.images:12.2f}",
         flush=True,

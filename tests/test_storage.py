@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -487,29 +488,87 @@ class TestS3Storage(StorageContract):
     def test_put_many_uploads_a_batch_in_parallel(
         self, storage: S3Storage, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        # The first two uploads each wait for the other: one after another, they would
-        # break the barrier after its timeout instead of passing it together.
+        objects = [
+            PutObject(f"r/{i}/0.webp", bytes([i]) * (1000 + i), "image/webp")
+            for i in range(PUT_THREADS + 4)  # more objects than threads
+        ]
+        # The first two uploads each wait for the other: one after another, the first would
+        # break the barrier at its timeout (and fail) instead of passing it with the second.
         meet = threading.Barrier(2, timeout=10)
         calls: list[str] = []
         real_put = storage.put
 
         def put(key: str, data: bytes, content_type: str) -> None:
             calls.append(key)
-            if len(calls) <= 2:
+            if key in (objects[0].key, objects[1].key):
                 meet.wait()
             real_put(key, data, content_type)
 
         monkeypatch.setattr(storage, "put", put)
-        objects = [
-            PutObject(f"r/{i}/0.webp", bytes([i]) * (1000 + i), "image/webp")
-            for i in range(PUT_THREADS + 4)  # more objects than threads
-        ]
         assert storage.put_many(objects) == [None] * len(objects)
         assert sorted(calls) == sorted(o.key for o in objects)
         for obj in objects:
             stored = storage.get(obj.key)
             assert stored is not None and stored.data == obj.data
             assert stored.content_type == "image/webp"
+
+    def test_put_many_keeps_outcomes_in_input_order(
+        self, storage: S3Storage, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # The first object fails last: its upload waits until the last one has been made.
+        last_done = threading.Event()
+        real_put = storage.put
+
+        def put(key: str, data: bytes, content_type: str) -> None:
+            if key == "r/0.jpg":
+                assert last_done.wait(10)
+                raise StorageError("first, and finished last")
+            real_put(key, data, content_type)
+            if key == "r/4.jpg":
+                last_done.set()
+
+        monkeypatch.setattr(storage, "put", put)
+        outcomes = storage.put_many([PutObject(f"r/{i}.jpg", b"x", "image/jpeg") for i in range(5)])
+        assert isinstance(outcomes[0], StorageError) and outcomes[1:] == [None] * 4
+
+    def test_batches_of_concurrent_workers_share_the_upload_slots(
+        self, storage: S3Storage, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Worker threads storing batches at once must not have more uploads in flight than
+        # PUT_THREADS, or they would outgrow the client's connection pool.
+        lock = threading.Lock()
+        in_flight = peak = 0
+        real_put = storage.put
+
+        def put(key: str, data: bytes, content_type: str) -> None:
+            nonlocal in_flight, peak
+            with lock:
+                in_flight += 1
+                peak = max(peak, in_flight)
+            try:
+                time.sleep(0.05)  # long enough for the other batch's uploads to start
+                real_put(key, data, content_type)
+            finally:
+                with lock:
+                    in_flight -= 1
+
+        monkeypatch.setattr(storage, "put", put)
+        batches = [
+            [PutObject(f"w{w}/{i}.jpg", b"x", "image/jpeg") for i in range(PUT_THREADS)]
+            for w in range(3)
+        ]
+        results: list[list[StorageError | None]] = []
+        workers = [
+            threading.Thread(target=lambda b=b: results.append(storage.put_many(b)))
+            for b in batches
+        ]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(30)
+        assert results == [[None] * PUT_THREADS] * 3
+        assert 2 <= peak <= PUT_THREADS
+        assert len(storage.list_keys()) == 3 * PUT_THREADS
 
     def test_put_many_fails_only_the_object_whose_upload_failed(
         self, storage: S3Storage, monkeypatch: pytest.MonkeyPatch

@@ -171,7 +171,8 @@ class Storage(ABC):
         object (`None` when stored), so one failed write fails only its own image.
 
         Invalid keys raise `ValueError` before anything is written. Backends override this
-        when a batch can be made durable more cheaply than object by object.
+        when a batch is cheaper than object by object: local files share their fsyncs, S3
+        uploads overlap their round trips.
         """
         for obj in objects:
             validate_key(obj.key)

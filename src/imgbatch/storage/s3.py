@@ -28,8 +28,9 @@ from . import (
     validate_key,
 )
 
-# Uploads of one batch in flight at once: a job's few images go up together, so a job
-# waits about one round trip instead of one per image (bench/s3_puts.py).
+# Batch uploads in flight at once in one process, whatever the number of worker threads:
+# a job's few images go up together, so it should wait about one round trip instead of one
+# per image (bench/s3_puts.py). The connection pool has room for them beside single puts.
 PUT_THREADS = 8
 
 
@@ -63,9 +64,9 @@ class S3Storage(Storage):
             raise StorageError(
                 "set both IMGBATCH_S3_ACCESS_KEY_ID and IMGBATCH_S3_SECRET_ACCESS_KEY, or neither"
             )
-        # Room for every worker thread's batch of parallel uploads.
-        self._pool_size = max(16, settings.worker_concurrency + 4, PUT_THREADS)
+        self._pool_size = max(16, settings.worker_concurrency + 4) + PUT_THREADS
         self._lock = threading.Lock()
+        self._upload_slots = threading.BoundedSemaphore(PUT_THREADS)
         self._pid = os.getpid()
         try:
             self._client_obj = self._make_client(attempts=5)
@@ -101,11 +102,13 @@ class S3Storage(Storage):
 
     @property
     def _client(self) -> Any:
-        # A client's connection pool must not be shared across fork(); rebuild in the child.
+        # A client's connection pool must not be shared across fork(); rebuild in the child,
+        # with upload slots of its own (the parent's threads may have held some at the fork).
         if os.getpid() != self._pid:
             with self._lock:
                 if os.getpid() != self._pid:
                     self._client_obj = self._make_client(attempts=5)
+                    self._upload_slots = threading.BoundedSemaphore(PUT_THREADS)
                     self._pid = os.getpid()
         return self._client_obj
 
@@ -133,14 +136,23 @@ class S3Storage(Storage):
             raise self._error("put", key, exc) from exc
 
     def put_many(self, objects: Sequence[PutObject]) -> list[StorageError | None]:
-        """Upload the batch in parallel (boto3 clients are thread-safe); outcomes as `put`'s."""
+        """Upload the batch in parallel (boto3 clients are thread-safe), in order of outcomes.
+
+        S3 gains nothing from batching durability; what a batch saves is waiting for one
+        round trip after another. At most PUT_THREADS uploads of batches run at once in
+        this process, so worker threads sharing the client never outgrow its pool.
+        """
         for obj in objects:
             validate_key(obj.key)
         if len(objects) < 2:
             return [self._put_outcome(obj) for obj in objects]
-        self._client  # noqa: B018 - rebuild a forked client once, before the threads use it
         with ThreadPoolExecutor(min(PUT_THREADS, len(objects)), "s3-put") as pool:
-            return list(pool.map(self._put_outcome, objects))
+            return list(pool.map(self._put_in_slot, objects))
+
+    def _put_in_slot(self, obj: PutObject) -> StorageError | None:
+        self._client  # noqa: B018 - after a fork, rebuild client and slots before taking one
+        with self._upload_slots:
+            return self._put_outcome(obj)
 
     def _get_object(self, key: str) -> dict[str, Any] | None:
         from botocore.exceptions import BotoCoreError, ClientError
