@@ -257,8 +257,9 @@ def measure_once(
     base, best = max(
         ((b + plain_loop(paths, n)) / 2, n) for b, n in zip(before, counts, strict=True)
     )
+    plain = f"{base:.1f} ({best}p)"
     print(
-        f"{mp:5.1f} {len(paths):7d} {f'{base:.1f} ({best}p)':>12} {fetching:8.1f} ({fetching / base:4.2f})"
+        f"{mp:5.1f} {len(paths):7d} {plain:>12} {fetching:8.1f} ({fetching / base:4.2f})"
         f" {t.rate:10.1f} {t.rate / base:6.2f} {t.steady_rate / base:13.2f}"
         f" {t.accept + t.wake:7.3f} {1000 * t.host_cpu / t.images:12.2f}",
         flush=True,
