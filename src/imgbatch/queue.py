@@ -7,10 +7,9 @@
 
 A job carries only image ids: a few images (consecutive ones of a request when
 an upload enqueues them), which a worker claims, stores and records together
-(`job_batches`). The queue is a
-hint, never the truth: a lost job is found again by the sweeper, a duplicate
-one is a no-op claim. That is why
-the SQLite queue runs with `synchronous=NORMAL`.
+(`job_batches`). The queue is a hint, never the truth: a lost job is found
+again by the sweeper, a duplicate one is a no-op claim. That is why the SQLite
+queue runs with `synchronous=NORMAL`.
 """
 
 from __future__ import annotations

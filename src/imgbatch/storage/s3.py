@@ -28,9 +28,9 @@ from . import (
     validate_key,
 )
 
-# Batch uploads in flight at once in one process, whatever the number of worker threads:
-# a job's few images go up together, so it should wait about one round trip instead of one
-# per image (bench/s3_puts.py). The connection pool has room for them beside single puts.
+# Uploads in flight at once in one process, whatever the number of worker threads: a
+# job's few images go up together, so it should wait about one round trip instead of one
+# per image (bench/s3_puts.py). The connection pool has room for them beside reads.
 PUT_THREADS = 8
 
 
@@ -139,13 +139,13 @@ class S3Storage(Storage):
         """Upload the batch in parallel (boto3 clients are thread-safe), in order of outcomes.
 
         S3 gains nothing from batching durability; what a batch saves is waiting for one
-        round trip after another. At most PUT_THREADS uploads of batches run at once in
-        this process, so worker threads sharing the client never outgrow its pool.
+        round trip after another. At most PUT_THREADS uploads run at once in this process,
+        so worker threads sharing the client never outgrow its pool.
         """
         for obj in objects:
             validate_key(obj.key)
-        if len(objects) < 2:
-            return [self._put_outcome(obj) for obj in objects]
+        if len(objects) < 2:  # no thread to start, but a slot all the same
+            return [self._put_in_slot(obj) for obj in objects]
         with ThreadPoolExecutor(min(PUT_THREADS, len(objects)), "s3-put") as pool:
             return list(pool.map(self._put_in_slot, objects))
 
