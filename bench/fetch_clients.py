@@ -104,8 +104,7 @@ def run_threads(fetch_one: Callable[[str], int], urls: list[str], concurrency: i
 
 
 def imgbatch_fetcher() -> tuple[Download, Callable[[], None]]:
-    from imgbatch.fetch import Fetcher, FetchLimits
-    from imgbatch.netguard import AddressPolicy
+    from imgbatch.fetching import AddressPolicy, Fetcher, FetchLimits
 
     fetcher = Fetcher(AddressPolicy(allow_private=True), FetchLimits(max_bytes=100 << 20))
     return (

@@ -23,8 +23,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from imagehost import Server, image_host, serve_from_memory  # noqa: E402
 from throughput import photographs  # noqa: E402
 
-from imgbatch.fetch import Fetcher, FetchLimits  # noqa: E402
-from imgbatch.netguard import AddressPolicy  # noqa: E402
+from imgbatch.fetching import AddressPolicy, Fetcher, FetchLimits  # noqa: E402
 
 
 def _aiohttp_static(directory: str, sock: socket.socket) -> None:

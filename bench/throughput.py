@@ -34,9 +34,8 @@ from imagehost import ImageHost, image_host  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from imgbatch.config import Settings  # noqa: E402
-from imgbatch.fetch import Fetcher, FetchLimits  # noqa: E402
+from imgbatch.fetching import AddressPolicy, Fetcher, FetchLimits  # noqa: E402
 from imgbatch.imaging import CompressOptions, compress, configure  # noqa: E402
-from imgbatch.netguard import AddressPolicy  # noqa: E402
 from support.service import Service  # noqa: E402
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from imgbatch.csvfile import parse_products
+from imgbatch.catalogue import parse_products
 from imgbatch.imaging import sniff_format
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

@@ -26,13 +26,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 
 from imgbatch import ledger
+from imgbatch.catalogue import ProductRow
 from imgbatch.config import Settings
 from imgbatch.context import Context
-from imgbatch.csvfile import ProductRow
-from imgbatch.db import upgrade
-from imgbatch.models import Image as ImageRow
-from imgbatch.models import utcnow
-from imgbatch.sweeper import sweep_once
+from imgbatch.jobs import sweep_once
+from imgbatch.ledger import Image as ImageRow
+from imgbatch.ledger import upgrade, utcnow
 from support.backends import redis_database, scaleout_env
 from support.databases import add_request, postgres_database, query
 from support.imageserver import ImageServer

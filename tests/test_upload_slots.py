@@ -10,7 +10,7 @@ import httpx
 
 from imgbatch.api import create_app
 from imgbatch.config import Settings
-from imgbatch.db import upgrade
+from imgbatch.ledger import upgrade
 
 CSV = b"S. No.,Product Name,Input Image Urls\n1,Shoe,https://img.example/a.jpg\n"
 

@@ -1,3 +1,3 @@
-from .cli import app
+from imgbatch.cli import app
 
 app(prog_name="imgbatch")

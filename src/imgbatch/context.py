@@ -7,12 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
-from .config import Settings
-from .db import Database
-from .fetch import Fetcher, FetchLimits
-from .netguard import AddressPolicy
-from .queue import JobQueue
-from .storage import Storage, open_storage
+from imgbatch.config import Settings
+from imgbatch.fetching import AddressPolicy, Fetcher, FetchLimits
+from imgbatch.ledger import Database
+from imgbatch.queue import JobQueue
+from imgbatch.storage import Storage, open_storage
 
 
 @dataclass

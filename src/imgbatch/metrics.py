@@ -35,7 +35,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 if TYPE_CHECKING:
-    from .context import Context
+    from imgbatch.context import Context
 
 log = logging.getLogger(__name__)
 
@@ -178,8 +178,8 @@ class _LedgerCollector:
     def collect(self) -> Iterator[Metric]:
         from sqlalchemy import func, select
 
-        from . import statuses as st
-        from .models import Image, Request
+        from imgbatch.ledger import Image, Request
+        from imgbatch.ledger import statuses as st
 
         up = GaugeMetricFamily(
             "imgbatch_backend_up",

@@ -12,10 +12,8 @@ from typing import Any
 import psycopg
 from sqlalchemy import update
 
-from imgbatch.csvfile import ProductRow
-from imgbatch.db import Database
-from imgbatch.ledger import create_request
-from imgbatch.models import Image, utcnow
+from imgbatch.catalogue import ProductRow
+from imgbatch.ledger import Database, Image, create_request, utcnow
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -29,7 +27,7 @@ def postgres_database(prefix: str = "imgbatch_test") -> Iterator[str]:
     try:
         yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
     finally:
-        from imgbatch.db import dispose_engines
+        from imgbatch.ledger import dispose_engines
 
         dispose_engines()
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:

@@ -7,18 +7,18 @@ import logging
 
 from fastapi import FastAPI
 
-from .. import __version__
-from ..config import Settings, get_settings
-from ..context import Context
-from ..web import router as web_router
-from .errors import install_error_handlers
-from .metrics_route import router as metrics_router
-from .middleware import install_middleware
-from .ratelimit import TokenBuckets
-from .responses import error_responses
-from .routes import router
-from .security import ApiKeys
-from .webhook_routes import router as webhook_router
+from imgbatch import __version__
+from imgbatch.api.errors import install_error_handlers
+from imgbatch.api.metrics_route import router as metrics_router
+from imgbatch.api.middleware import install_middleware
+from imgbatch.api.ratelimit import TokenBuckets
+from imgbatch.api.responses import error_responses
+from imgbatch.api.routes import router
+from imgbatch.api.security import ApiKeys
+from imgbatch.api.webhook_routes import router as webhook_router
+from imgbatch.config import Settings, get_settings
+from imgbatch.context import Context
+from imgbatch.web import router as web_router
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from .. import metrics
+from imgbatch import metrics
 
 router = APIRouter()
 

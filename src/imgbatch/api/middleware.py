@@ -12,8 +12,8 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..config import Settings
-from .errors import error_body
+from imgbatch.api.errors import error_body
+from imgbatch.config import Settings
 
 # Past uvicorn's own cap on the raw request head (`cli.MAX_REQUEST_HEAD`), a
 # request's header fields are also limited in number and total size here.

@@ -17,8 +17,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from ..errors import ApiError
-from .security import require_owner
+from imgbatch.api.security import require_owner
+from imgbatch.errors import ApiError
 
 MAX_BUCKETS = 10_000
 

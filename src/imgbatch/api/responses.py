@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from ..intake import OUTPUT_FORMATS
+from imgbatch.intake import OUTPUT_FORMATS
 
 
 class ErrorDetail(BaseModel):

@@ -9,16 +9,16 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.datastructures import UploadFile
 
-from .. import statuses as st
-from ..context import Context
-from ..csvout import iter_output_csv
-from ..errors import ApiError
-from ..intake import accept_upload, parse_format, parse_quality, validate_webhook_url
-from ..reports import get_request, iter_output_rows, status_document
-from ..storage import validate_key
-from .ratelimit import limit_uploads
-from .responses import UPLOAD_BODY, UploadAccepted, error_responses
-from .security import require_owner
+from imgbatch.api.ratelimit import limit_uploads
+from imgbatch.api.responses import UPLOAD_BODY, UploadAccepted, error_responses
+from imgbatch.api.security import require_owner
+from imgbatch.catalogue import iter_output_csv
+from imgbatch.context import Context
+from imgbatch.errors import ApiError
+from imgbatch.intake import accept_upload, parse_format, parse_quality, validate_webhook_url
+from imgbatch.ledger import statuses as st
+from imgbatch.reports import get_request, iter_output_rows, status_document
+from imgbatch.storage import validate_key
 
 router = APIRouter()
 

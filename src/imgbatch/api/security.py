@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from ..errors import ApiError
+from imgbatch.errors import ApiError
 
 MAX_AUTH_HEADER = 1024
 

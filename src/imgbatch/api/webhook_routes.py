@@ -8,10 +8,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from ..reports import get_request
-from ..webhooks import list_deliveries, redeliver
-from .ratelimit import limit_uploads
-from .routes import Owner, _ctx
+from imgbatch.api.ratelimit import limit_uploads
+from imgbatch.api.routes import Owner, _ctx
+from imgbatch.reports import get_request
+from imgbatch.webhooks import list_deliveries, redeliver
 
 router = APIRouter()
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
-from . import (
+from .base import (
     _TMP_PREFIX,
     _TMP_SUFFIX,
     DEFAULT_CHUNK_SIZE,

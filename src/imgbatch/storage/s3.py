@@ -14,7 +14,7 @@ from urllib.parse import quote
 if TYPE_CHECKING:
     from imgbatch.config import Settings
 
-from . import (
+from .base import (
     CACHE_CONTROL,
     DEFAULT_CHUNK_SIZE,
     ChunkStream,

@@ -1,0 +1,34 @@
+"""The one HTTP client for strangers' URLs: address guard, pinned pools, deadlines, typed failures.
+
+Holds: `addresses` (pure: URL parsing and address classification, the SSRF rules),
+`client` (`Fetcher`: resolve once, connect to the checked address, check every redirect, cap
+bytes and time), `pools` (connection pools pinned to checked addresses), `deadline` (a
+watchdog for whole-download deadlines) and `failures` (HTTP and transport errors → the image's
+typed failure codes).
+May import: urllib3, the pure core, `imgbatch.errors`/`imgbatch.config`. Never the ledger,
+queue, storage or anything above.
+"""
+
+from __future__ import annotations
+
+from .addresses import (
+    AddressPolicy,
+    check_address,
+    check_url,
+    host_matches,
+    is_forbidden_address,
+    parse_host_ip,
+)
+from .client import Fetcher, FetchLimits, check_webhook_url
+
+__all__ = [
+    "AddressPolicy",
+    "FetchLimits",
+    "Fetcher",
+    "check_address",
+    "check_url",
+    "check_webhook_url",
+    "host_matches",
+    "is_forbidden_address",
+    "parse_host_ip",
+]

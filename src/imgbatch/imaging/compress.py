@@ -1,0 +1,392 @@
+"""Compress one image: bytes and options in, bytes and facts out. Pure, no I/O.
+
+Processing is an ordered tuple of small steps over a context (`_PIPELINE`); each
+step returns early when it does not apply. Limits come before work: the format
+is sniffed from magic bytes and the pixel count is read from the header
+(`formats`) before Pillow allocates or decodes anything.
+
+Encoder settings below were chosen by measurement (`python bench/compress.py
+--sweep`, one thread, 2 MP photographs); their comments say what the
+alternatives cost.
+
+What comes out: JPEG, WebP and AVIF re-encoded at the requested quality; PNG
+quantized to a 256-colour palette (alpha kept) when that shrinks it, else
+re-saved losslessly (quality 100: lossless only); GIF as its first frame.
+EXIF orientation is applied; EXIF, XMP and comments are dropped; an ICC profile
+is kept when it still describes the pixels (CMYK becomes sRGB). When nothing
+shrinks the input, the original bytes come back unchanged (metadata included).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from PIL import AvifImagePlugin, ExifTags, Image, ImageCms
+
+from imgbatch.errors import ImageFailure
+
+from .formats import header_size, refused_format, sniff_format
+from .metadata import strip_metadata
+
+FORMATS = ("jpeg", "png", "webp", "gif", "avif")
+TARGETS = ("keep", "jpeg", "webp", "png", "avif")
+CONTENT_TYPES = {
+    "jpeg": "image/jpeg",
+    "png": "image/png",
+    "webp": "image/webp",
+    "gif": "image/gif",
+    "avif": "image/avif",
+}
+EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp", "gif": "gif", "avif": "avif"}
+_PILLOW_NAMES = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "gif": "GIF", "avif": "AVIF"}
+# Largest side each encoder can write (AVIF: what libavif will decode again).
+_MAX_SIDE = {"jpeg": 65_500, "png": 2**31 - 1, "webp": 16_383, "gif": 65_535, "avif": 32_768}
+
+# --- encoder settings, chosen by measurement (2 MP photos, one thread, CPU ms) ---
+JPEG_OPTIMIZE = False  # Huffman optimisation: -8 % bytes for +40 % decode+encode time
+WEBP_METHOD = 2  # 39 ms vs 103 ms for the default 4, +9 % bytes; 0-1: +19-28 % bytes
+AVIF_SPEED = 8  # 167 ms; 6 (default): 552 ms, -15 % bytes; 7: slower, same size; 9: 59 ms, +6 %
+PNG_COMPRESS_LEVEL = 6  # zlib level; 9 (what optimize=True means) is 3-5x slower for 2-3 %
+PNG_COLOURS = 256
+# FASTOCTREE: 66 ms; MEDIANCUT 264 ms and +35 % bytes, RGB only; MAXCOVERAGE 1.2 s;
+# libimagequant is not in this Pillow (via libvips: 234 ms, +33 % bytes, better PSNR).
+PNG_QUANTIZE = Image.Quantize.FASTOCTREE
+# Keep freed 16 MiB image blocks for reuse (RSS up to +128 MiB): in a fresh process
+# JPEG 12 MP 62 -> 44 ms, WebP 2 MP 75 -> 58 ms; PNG -3 %, AVIF unchanged.
+BLOCKS_MAX = 8
+
+
+@dataclass(frozen=True)
+class CompressOptions:
+    """What to make of an image: quality 1..100, an output format, a pixel limit."""
+
+    quality: int = 50
+    format: str = "keep"  # keep | jpeg | webp | png | avif
+    max_pixels: int = 50_000_000
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.quality <= 100:
+            raise ValueError(f"quality must be 1..100, not {self.quality}")
+        if self.format not in TARGETS:
+            raise ValueError(f"format must be one of {', '.join(TARGETS)}, not {self.format!r}")
+        if self.max_pixels < 1:
+            raise ValueError("max_pixels must be positive")
+
+
+@dataclass(frozen=True)
+class CompressResult:
+    """The bytes to store and the facts about them.
+
+    `width`/`height` are the displayed dimensions (after EXIF orientation), also
+    when the original bytes are kept.
+    """
+
+    data: bytes
+    format: str
+    content_type: str
+    extension: str
+    width: int
+    height: int
+    bytes_in: int
+    bytes_out: int
+    kept_original: bool
+
+
+def configure() -> None:
+    """One-time process setup; safe to call repeatedly. Process-global, not per thread.
+
+    Keeps up to `BLOCKS_MAX` freed image blocks for reuse, which saves the page
+    faults of mapping fresh memory for every image, and runs AVIF single-threaded
+    because the worker already runs one process per core.
+    """
+    Image.core.set_blocks_max(BLOCKS_MAX)
+    AvifImagePlugin.DEFAULT_MAX_THREADS = 1
+
+
+# --- the pipeline ----------------------------------------------------------
+
+
+@dataclass
+class _Context:
+    data: bytes
+    options: CompressOptions
+    source: str = ""  # sniffed input format
+    target: str = ""  # format to encode
+    image: Image.Image | None = None
+    icc_profile: bytes | None = None
+    encoded: bytes | None = None
+    kept_original: bool = False
+    oriented: bool = False  # the EXIF orientation tag asked for a rotation or flip
+
+    @property
+    def im(self) -> Image.Image:
+        assert self.image is not None, "step ran before the image was opened"
+        return self.image
+
+
+def _too_many_pixels(width: int, height: int, limit: int) -> ImageFailure:
+    return ImageFailure(
+        "too_many_pixels", f"image is {width}x{height}, more than {limit:,} pixels allowed"
+    )
+
+
+def _sniff(ctx: _Context) -> None:
+    fmt = sniff_format(ctx.data)
+    if fmt is not None:
+        ctx.source = fmt
+        return
+    refused = refused_format(ctx.data)
+    if refused is not None:
+        raise ImageFailure(
+            "unsupported_format", f"{refused} is not accepted; use JPEG, PNG, WebP, GIF or AVIF"
+        )
+    raise ImageFailure("not_an_image", "the content is not an image")
+
+
+def _limit_header(ctx: _Context) -> None:
+    size = header_size(ctx.data, ctx.source)
+    if size is not None and size[0] * size[1] > ctx.options.max_pixels:
+        raise _too_many_pixels(*size, ctx.options.max_pixels)
+
+
+def _open(ctx: _Context) -> None:
+    # Parses the header only; errors are mapped by `compress`.
+    ctx.image = Image.open(io.BytesIO(ctx.data), formats=[_PILLOW_NAMES[ctx.source]])
+
+
+def _limit_pixels(ctx: _Context) -> None:
+    width, height = ctx.im.size
+    if width * height > ctx.options.max_pixels:
+        raise _too_many_pixels(width, height, ctx.options.max_pixels)
+
+
+def _choose_target(ctx: _Context) -> None:
+    target = ctx.source if ctx.options.format == "keep" else ctx.options.format
+    # A format that cannot hold the image falls back to the source format.
+    ctx.target = target if max(ctx.im.size) <= _MAX_SIDE[target] else ctx.source
+
+
+def _decode(ctx: _Context) -> None:
+    ctx.im.load()  # the first frame only; LOAD_TRUNCATED_IMAGES stays False
+    ctx.icc_profile = ctx.im.info.get("icc_profile") or None
+
+
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _orient(ctx: _Context) -> None:
+    try:
+        orientation = ctx.im.getexif().get(ExifTags.Base.Orientation)
+    except Exception:  # unreadable EXIF: nothing to apply, and it is stripped anyway
+        return
+    method = _TRANSPOSE.get(orientation) if isinstance(orientation, int) else None
+    if method is None:
+        return
+    ctx.image = ctx.im.transpose(method)
+    ctx.oriented = True
+
+
+@cache
+def _srgb() -> ImageCms.ImageCmsProfile:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+
+
+def _cmyk_to_rgb(ctx: _Context) -> None:
+    if ctx.im.mode != "CMYK":
+        return
+    icc, ctx.icc_profile = ctx.icc_profile, None  # the output is sRGB, untagged
+    if icc is not None and _icc_space(icc) == "CMYK":
+        try:
+            source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            ctx.image = ImageCms.profileToProfile(ctx.im, source, _srgb(), outputMode="RGB")
+            return
+        except (ImageCms.PyCMSError, OSError, ValueError):
+            pass  # a broken profile: fall back to the naive conversion
+    ctx.image = ctx.im.convert("RGB")
+
+
+def _to_8_bit(ctx: _Context) -> None:
+    mode = ctx.im.mode
+    if mode.startswith("I"):  # 16-bit grey PNG: scale, as convert("L") would clip
+        ctx.image = ctx.im.convert("I").point(lambda v: v * (1 / 256)).convert("L")
+    elif mode == "F":
+        ctx.image = ctx.im.convert("L")
+    else:
+        return
+    ctx.image.info.pop("transparency", None)  # a 16-bit colour key no longer applies
+
+
+def _drop_opaque_alpha(ctx: _Context) -> None:
+    mode = ctx.im.mode
+    if mode not in ("RGBA", "LA") or ctx.im.getchannel("A").getextrema() != (255, 255):
+        return
+    ctx.image = ctx.im.convert(mode[:-1])
+
+
+def _fit_mode(ctx: _Context) -> None:
+    """Give the target encoder a mode it takes: flatten alpha for JPEG, expand palettes."""
+    im, target = ctx.im, ctx.target
+    if target == "gif" or (target == "png" and im.mode in ("1", "L", "LA", "P", "RGB", "RGBA")):
+        return
+    alpha = im.has_transparency_data
+    grey = im.mode in ("1", "L", "LA")
+    if target == "jpeg":
+        if alpha:
+            rgba = im.convert("RGBA")
+            flat = Image.new("RGB", im.size, (255, 255, 255))
+            flat.paste(rgba, mask=rgba.getchannel("A"))
+            ctx.image = flat.convert("L") if grey else flat
+        elif im.mode not in ("L", "RGB"):
+            ctx.image = im.convert("L" if grey else "RGB")
+        return
+    if target == "avif" and im.mode == "L":
+        return  # AVIF stores grey as 4:0:0
+    wanted = "RGBA" if alpha else "RGB"
+    if im.mode != wanted:
+        ctx.image = im.convert(wanted)
+
+
+def _icc_space(icc: bytes) -> str:
+    return icc[16:20].decode("latin-1").strip().upper()
+
+
+_ICC_SPACE_OF_MODE = {"1": "GRAY", "L": "GRAY", "LA": "GRAY", "P": "RGB", "RGB": "RGB"}
+
+
+def _strip_metadata(ctx: _Context) -> None:
+    """Drop EXIF, XMP, comments and the rest; keep the ICC profile if it fits the pixels."""
+    kept: dict[str | tuple[int, int], Any] = {}
+    if ctx.icc_profile and _icc_space(ctx.icc_profile) == _ICC_SPACE_OF_MODE.get(
+        ctx.im.mode, "RGB"
+    ):
+        kept["icc_profile"] = ctx.icc_profile
+    else:
+        ctx.icc_profile = None  # e.g. a grey profile on pixels expanded to RGB
+    if "transparency" in ctx.im.info and ctx.im.mode in ("1", "L", "P", "RGB"):
+        kept["transparency"] = ctx.im.info["transparency"]
+    ctx.im.info = kept
+
+
+def _quantize_png(ctx: _Context) -> None:
+    """PNG: a palette of `PNG_COLOURS` (transparency kept) when that shrinks the input."""
+    if ctx.target != "png" or ctx.options.quality >= 100 or ctx.im.mode not in ("RGB", "RGBA"):
+        return
+    palette = ctx.im.quantize(PNG_COLOURS, method=PNG_QUANTIZE)
+    if ctx.im.mode == "RGBA":
+        _snap_alpha(palette)
+    encoded = _save(palette, "png", ctx.icc_profile, compress_level=PNG_COMPRESS_LEVEL)
+    if len(encoded) < len(ctx.data):
+        ctx.encoded = encoded
+
+
+def _snap_alpha(palette: Image.Image, within: int = 8) -> None:
+    """Make near-opaque and near-clear palette entries exact: the octree averages alpha
+    too, which would leave an opaque product at alpha 252 (faintly see-through)."""
+    entries = palette.getpalette("RGBA") or []
+    for i in range(3, len(entries), 4):
+        if entries[i] >= 255 - within:
+            entries[i] = 255
+        elif entries[i] <= within:
+            entries[i] = 0
+    palette.putpalette(entries, "RGBA")
+
+
+def _encode(ctx: _Context) -> None:
+    if ctx.encoded is not None:
+        return
+    q, icc = ctx.options.quality, ctx.icc_profile
+    if ctx.target == "jpeg":
+        ctx.encoded = _save(ctx.im, "jpeg", icc, quality=q, optimize=JPEG_OPTIMIZE)
+    elif ctx.target == "webp":
+        ctx.encoded = _save(ctx.im, "webp", icc, quality=q, method=WEBP_METHOD)
+    elif ctx.target == "avif":
+        ctx.encoded = _save(ctx.im, "avif", icc, quality=q, speed=AVIF_SPEED)
+    elif ctx.target == "png":  # lossless: quantizing did not apply or did not shrink it
+        ctx.encoded = _save(ctx.im, "png", icc, compress_level=PNG_COMPRESS_LEVEL)
+    else:
+        ctx.encoded = _save(ctx.im, "gif", None)
+
+
+def _never_larger(ctx: _Context) -> None:
+    if ctx.encoded is not None and len(ctx.encoded) < len(ctx.data):
+        return
+    # Keep the original pixels, but not its EXIF/XMP/comments (GPS, serial numbers) —
+    # unless the EXIF orientation is what makes it display upright.
+    kept = ctx.data if ctx.oriented else strip_metadata(ctx.data, ctx.source)
+    ctx.encoded, ctx.kept_original = kept, True
+
+
+_PIPELINE: tuple[Callable[[_Context], None], ...] = (
+    _sniff,
+    _limit_header,
+    _open,
+    _limit_pixels,
+    _choose_target,
+    _decode,
+    _orient,
+    _cmyk_to_rgb,
+    _to_8_bit,
+    _drop_opaque_alpha,
+    _fit_mode,
+    _strip_metadata,
+    _quantize_png,
+    _encode,
+    _never_larger,
+)
+
+
+def _save(im: Image.Image, fmt: str, icc_profile: bytes | None, **params: Any) -> bytes:
+    if icc_profile:
+        params["icc_profile"] = icc_profile
+    out = io.BytesIO()
+    try:
+        im.save(out, _PILLOW_NAMES[fmt], **params)
+    except MemoryError:
+        raise
+    except Exception as exc:  # the input decoded, so this one is ours
+        raise ImageFailure("internal", f"could not encode {fmt}: {exc}") from exc
+    return out.getvalue()
+
+
+def compress(data: bytes, options: CompressOptions = CompressOptions()) -> CompressResult:
+    """Re-encode `data` per `options`; never returns more bytes than it was given.
+
+    Raises `ImageFailure` with code `not_an_image`, `unsupported_format`,
+    `too_many_pixels` or `corrupt_image` (`internal` if an encoder fails).
+    """
+    ctx = _Context(data, options)
+    try:
+        for step in _PIPELINE:
+            step(ctx)
+    except (ImageFailure, MemoryError):
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageFailure("too_many_pixels", "image has too many pixels") from exc
+    except Exception as exc:  # any Pillow/codec error while reading the input
+        raise ImageFailure("corrupt_image", f"cannot decode this {ctx.source} image") from exc
+    assert ctx.encoded is not None
+    fmt = ctx.source if ctx.kept_original else ctx.target
+    width, height = ctx.im.size
+    return CompressResult(
+        data=ctx.encoded,
+        format=fmt,
+        content_type=CONTENT_TYPES[fmt],
+        extension=EXTENSIONS[fmt],
+        width=width,
+        height=height,
+        bytes_in=len(data),
+        bytes_out=len(ctx.encoded),
+        kept_original=ctx.kept_original,
+    )

@@ -1,0 +1,18 @@
+"""Accepting an upload: a validated CSV becomes a request in the ledger, then jobs on the queue.
+
+Holds: `upload` (options parsing, the upload transaction, enqueue after commit).
+May import: the catalogue (parsing), the ledger, fetching (URL checks), imaging (formats),
+`imgbatch.context`. Never the jobs, reports or the ways in.
+"""
+
+from __future__ import annotations
+
+from .upload import OUTPUT_FORMATS, accept_upload, parse_format, parse_quality, validate_webhook_url
+
+__all__ = [
+    "OUTPUT_FORMATS",
+    "accept_upload",
+    "parse_format",
+    "parse_quality",
+    "validate_webhook_url",
+]

@@ -1,0 +1,113 @@
+"""Upload intake: validate a CSV (all or nothing), write the ledger in one transaction, then enqueue."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+
+from imgbatch.catalogue import CsvLimits, CsvRejected, parse_products
+from imgbatch.context import Context
+from imgbatch.errors import ApiError, ImageFailure
+from imgbatch.fetching import check_webhook_url
+from imgbatch.imaging import TARGETS
+from imgbatch.ledger import create_request
+
+log = logging.getLogger(__name__)
+
+OUTPUT_FORMATS = TARGETS  # what imaging.compress can write
+
+
+@dataclass(frozen=True)
+class Accepted:
+    request_id: str
+    products: int
+    images: int
+
+
+def csv_limits(ctx: Context) -> CsvLimits:
+    s = ctx.settings
+    return CsvLimits(
+        max_bytes=s.max_csv_bytes,
+        max_rows=s.max_rows,
+        max_urls_per_row=s.max_urls_per_row,
+        max_url_length=s.max_url_length,
+        max_cell_chars=s.max_cell_chars,
+        max_columns=s.max_columns,
+    )
+
+
+def parse_quality(value: str | int | None, default: int) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        quality = int(value)
+    except (TypeError, ValueError):
+        raise ApiError(400, "bad_field", "quality must be an integer from 1 to 100") from None
+    if not 1 <= quality <= 100:
+        raise ApiError(400, "bad_field", "quality must be an integer from 1 to 100")
+    return quality
+
+
+def parse_format(value: str | None) -> str:
+    fmt = (value or "keep").strip().lower()
+    if fmt == "jpg":
+        fmt = "jpeg"
+    if fmt not in OUTPUT_FORMATS:
+        raise ApiError(400, "bad_field", f"format must be one of {', '.join(OUTPUT_FORMATS)}")
+    return fmt
+
+
+def validate_webhook_url(ctx: Context, url: str | None) -> str | None:
+    if url is None or not url.strip():
+        return None
+    url = url.strip()
+    if len(url) > ctx.settings.max_url_length:
+        raise ApiError(422, "bad_webhook_url", "webhook_url is too long")
+    try:
+        check_webhook_url(url, ctx.policy)
+    except ImageFailure as failure:
+        raise ApiError(422, "bad_webhook_url", f"webhook_url refused: {failure.message}") from None
+    return url
+
+
+def accept_upload(
+    ctx: Context,
+    data: bytes,
+    *,
+    quality: int,
+    output_format: str,
+    webhook_url: str | None,
+    owner: str | None,
+) -> Accepted:
+    """Parse and validate; on success write the ledger and enqueue the images as jobs."""
+    try:
+        products = parse_products(data, csv_limits(ctx))
+    except CsvRejected as rejected:
+        details = [
+            {"row": issue.row, "column": issue.column, "message": issue.message}
+            for issue in rejected.issues
+        ]
+        raise ApiError(rejected.status, rejected.code, rejected.message, details) from None
+    request_id = uuid.uuid4().hex
+    image_ids = create_request(
+        ctx.db,
+        request_id=request_id,
+        products=products,
+        quality=quality,
+        output_format=output_format,
+        webhook_url=webhook_url,
+        owner=owner,
+    )
+    try:
+        ctx.queue.enqueue(image_ids)
+    except Exception:
+        # The ledger has the images as pending; the sweeper enqueues them again.
+        log.exception("enqueue failed; the sweeper will retry", extra={"request_id": request_id})
+    log.info(
+        "request accepted: %d products, %d images",
+        len(products),
+        len(image_ids),
+        extra={"request_id": request_id},
+    )
+    return Accepted(request_id, len(products), len(image_ids))

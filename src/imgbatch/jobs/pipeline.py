@@ -1,0 +1,223 @@
+"""Processing a job's images: claim all → fetch and compress each → store all → record all
+→ maybe finalize.
+
+A job carries a few image ids (see `queue.job_batches`): claiming, storing and
+recording them together costs one transaction and one pass of fsyncs per job
+instead of per image, which was a third of a worker's busy time on 0.5 MP images
+(py-spy).
+Every step is safe to repeat: the claim is a conditional update, the output key
+is deterministic (a retry overwrites its own object), and recording requires
+the current claim.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from imgbatch import imaging, ledger, metrics
+from imgbatch.context import Context
+from imgbatch.errors import ImageFailure
+from imgbatch.ledger import ClaimedImage, ImageResult, Request
+from imgbatch.ledger import statuses as st
+from imgbatch.storage import PutObject
+from imgbatch.webhooks import create_completion_delivery
+
+log = logging.getLogger(__name__)
+
+
+def output_key(claimed: ClaimedImage, extension: str) -> str:
+    """Deterministic object key: request / serial number / position + extension."""
+    return f"{claimed.request_id}/{claimed.serial_number}/{claimed.position}.{extension}"
+
+
+# Compressed images wait in memory to be stored together, up to this many bytes.
+STORE_AFTER_BYTES = 32 * 1024 * 1024
+
+
+@dataclass
+class _Outcome:
+    """One image of the job on its way to the ledger."""
+
+    claimed: ClaimedImage
+    result: ImageResult
+    seconds: float
+    stored: PutObject | None = None  # the compressed bytes, until they are stored
+
+
+class _Leases:
+    """The job's claims, renewed before they could run out under a slow batch."""
+
+    def __init__(self, ctx: Context, claimed: list[ClaimedImage]) -> None:
+        self.ctx = ctx
+        self.seconds = ctx.settings.lease_seconds
+        self.claimed = claimed
+        self.held = {image.id for image in claimed}
+        self._renewed = time.monotonic()
+
+    def keep(self) -> None:
+        """Renew every claim still held (until recorded) when a quarter of the lease is gone."""
+        if time.monotonic() - self._renewed < self.seconds / 4:
+            return
+        mine = [image for image in self.claimed if image.id in self.held]
+        kept = {image.id for image in ledger.renew_leases(self.ctx.db, mine, self.seconds)}
+        for image in mine:
+            if image.id not in kept:
+                self.held.discard(image.id)
+                log.warning(
+                    "lease lost; another worker has the image",
+                    extra={"request_id": image.request_id, "image_id": image.id},
+                )
+        self._renewed = time.monotonic()
+
+
+def process_images(ctx: Context, image_ids: Sequence[int]) -> list[str]:
+    """Run one job; returns the new status of each image it recorded (none for a no-op)."""
+    settings = ctx.settings
+    claimed = ledger.claim_images(ctx.db, image_ids, settings.lease_seconds, settings.max_attempts)
+    leases = _Leases(ctx, claimed)
+    outcomes: list[_Outcome] = []
+    held_bytes = 0
+    for image in claimed:
+        leases.keep()
+        if image.id not in leases.held:
+            continue
+        outcome = _process(ctx, image, leases)
+        if outcome is not None and image.id in leases.held:
+            outcomes.append(outcome)
+            held_bytes += len(outcome.stored.data) if outcome.stored else 0
+        if held_bytes > STORE_AFTER_BYTES:  # large images: bound what the job holds in memory
+            _store(ctx, outcomes)
+            held_bytes = 0
+    leases.keep()
+    outcomes = [o for o in outcomes if o.claimed.id in leases.held]
+    _store(ctx, outcomes)
+    return _record(ctx, outcomes)
+
+
+def _process(ctx: Context, claimed: ClaimedImage, leases: _Leases) -> _Outcome | None:
+    """Fetch and compress one image; a failure becomes its result, never an exception.
+
+    None when the claim was lost during the download. A ledger error while renewing
+    leases is not the image's fault: it propagates, and the sweeper retries the job's
+    images once their leases run out.
+    """
+    started = time.perf_counter()
+    try:
+        fetched = ctx.fetcher.fetch(claimed.input_url)
+    except Exception as exc:
+        return _failed(claimed, exc, started)
+    leases.keep()  # a slow download eats into the lease: renew before compressing
+    if claimed.id not in leases.held:
+        return None
+    try:
+        return _compress(ctx, claimed, fetched.data, started)
+    except Exception as exc:
+        return _failed(claimed, exc, started)
+
+
+def _failed(claimed: ClaimedImage, exc: Exception, started: float) -> _Outcome:
+    extra = {"request_id": claimed.request_id, "image_id": claimed.id}
+    if isinstance(exc, ImageFailure):
+        log.info("image failed: %s: %s", exc.code, exc.message, extra=extra)
+        result = ImageResult.failed(exc.code, exc.message)
+    else:  # a bug must fail one image, not the worker
+        log.error("image crashed", exc_info=exc, extra=extra)
+        result = ImageResult.failed("internal", f"{type(exc).__name__}: {exc}")
+    return _Outcome(claimed, result, time.perf_counter() - started)
+
+
+def _compress(ctx: Context, claimed: ClaimedImage, data: bytes, started: float) -> _Outcome:
+    """Compress downloaded bytes into the image's result and the object to store."""
+    options = imaging.CompressOptions(
+        quality=claimed.quality,
+        format=claimed.output_format,
+        max_pixels=ctx.settings.max_pixels,
+    )
+    try:
+        result = imaging.compress(data, options)
+    except MemoryError:
+        # The worker's RLIMIT_AS (IMGBATCH_WORKER_MAX_RSS_MB) stopped the decode.
+        raise ImageFailure(
+            "too_many_pixels",
+            "decoding this image needs more memory than a worker may use "
+            f"({ctx.settings.worker_max_rss_mb} MB)",
+        ) from None
+    key = output_key(claimed, result.extension)
+    done = ImageResult(
+        status=st.DONE,
+        output_key=key,
+        output_url=ctx.output_url(key),
+        output_format=result.format,
+        bytes_in=result.bytes_in,
+        bytes_out=result.bytes_out,
+        width=result.width,
+        height=result.height,
+        kept_original=result.kept_original,
+    )
+    stored = PutObject(key, result.data, result.content_type)
+    return _Outcome(claimed, done, time.perf_counter() - started, stored)
+
+
+def _store(ctx: Context, outcomes: list[_Outcome]) -> None:
+    """Store the compressed images not stored yet; a failed write fails only its image."""
+    pending = [o for o in outcomes if o.stored is not None]
+    if not pending:
+        return
+    started = time.perf_counter()
+    try:
+        errors: list[Exception | None] = list(
+            ctx.storage.put_many([o.stored for o in pending if o.stored is not None])
+        )
+    except Exception as exc:  # the store is down: every image of the batch fails alike
+        errors = [exc] * len(pending)
+    share = (time.perf_counter() - started) / len(pending)
+    for outcome, error in zip(pending, errors, strict=True):
+        outcome.stored = None  # the bytes are no longer needed: free them
+        outcome.seconds += share
+        if error is not None:
+            outcome.result = ImageResult.failed("storage", f"could not store the image: {error}")
+            log.info(
+                "image failed: storage: %s",
+                error,
+                extra={"request_id": outcome.claimed.request_id, "image_id": outcome.claimed.id},
+            )
+
+
+def _record(ctx: Context, outcomes: list[_Outcome]) -> list[str]:
+    """Record the job's results in one transaction, then finalize requests it may have ended."""
+    if not outcomes:
+        return []
+    recorded = ledger.record_results(ctx.db, [(o.claimed, o.result) for o in outcomes])
+    statuses: list[str] = []
+    last: dict[str, None] = {}
+    for outcome, rec in zip(outcomes, recorded, strict=True):
+        if not rec.ours:
+            # Our lease ran out and another worker took the image: its result counts, not ours.
+            log.warning(
+                "lease lost before recording; result dropped",
+                extra={"request_id": outcome.claimed.request_id, "image_id": outcome.claimed.id},
+            )
+            continue
+        metrics.image_processed(outcome.result.status, outcome.result.error_code, outcome.seconds)
+        statuses.append(outcome.result.status)
+        if rec.maybe_last:
+            last[outcome.claimed.request_id] = None
+    for request_id in last:
+        finalize(ctx, request_id)
+    return statuses
+
+
+def finalize(ctx: Context, request_id: str) -> str | None:
+    """Finalize the request if this was its last image; the winner creates the webhook delivery."""
+
+    def on_finalized(session: object, request: Request) -> None:
+        create_completion_delivery(session, request, ctx.settings)  # type: ignore[arg-type]
+
+    final = ledger.finalize_request(ctx.db, request_id, on_finalized=on_finalized)
+    if final is not None:
+        metrics.request_finished(final)
+        log.info("request finished: %s", final, extra={"request_id": request_id})
+    return final

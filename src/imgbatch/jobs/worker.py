@@ -1,0 +1,86 @@
+"""The worker process: a Huey consumer running image jobs, plus the sweeper and webhook sender.
+
+Image jobs run in forked worker processes (compression is CPU-bound); the
+sweeper and the webhook delivery loop are threads in the consumer's main
+process, so a slow or dead webhook receiver never blocks image processing.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import threading
+
+from imgbatch import imaging
+from imgbatch.config import Settings
+from imgbatch.context import process_context
+
+from .pipeline import process_images
+from .sweeper import run_sweeper
+
+log = logging.getLogger(__name__)
+
+
+def _limit_memory(max_mb: int) -> None:
+    """Cap this process's address space so a hostile image fails with MemoryError, not an OOM kill."""
+    if max_mb <= 0:
+        return
+    limit = max_mb * 1024 * 1024
+    _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
+def run_worker(
+    settings: Settings, concurrency: int | None = None, metrics_port: int | None = None
+) -> None:
+    """Run the consumer until SIGINT/SIGTERM; with `metrics_port`, serve this node's counters."""
+    workers = concurrency or settings.worker_concurrency
+    stop = threading.Event()
+
+    def handle(image_ids: list[int]) -> None:
+        process_images(process_context(settings, handle), image_ids)
+
+    ctx = process_context(settings, handle)
+    queue = ctx.queue
+
+    @queue.huey.on_startup()
+    def _init_worker() -> None:
+        # Runs in each worker (process or thread) before it takes jobs.
+        # A forked child builds its own engines and queue connection (both keyed by pid)
+        # and never closes what it inherited: see db._after_fork_in_child.
+        if settings.worker_type == "process":
+            _limit_memory(settings.worker_max_rss_mb)
+        imaging.configure()
+
+    def start_background() -> None:
+        from imgbatch.webhooks import run_delivery_loop
+
+        threading.Thread(target=run_sweeper, args=(ctx, stop), name="sweeper", daemon=True).start()
+        threading.Thread(
+            target=run_delivery_loop, args=(ctx, stop), name="webhooks", daemon=True
+        ).start()
+        if metrics_port:  # after the workers forked: they must not inherit the listening socket
+            from imgbatch.metrics import start_http_server
+
+            start_http_server(metrics_port, settings.host)
+        log.info(
+            "worker started: %d %s workers, queue %s",
+            workers,
+            settings.worker_type,
+            settings.resolved_queue_url.split("@")[-1],
+        )
+
+    if not settings.public_base_url and not settings.public_storage_base_url:
+        # Workers write output URLs into the ledger: on another machine the default is wrong.
+        log.warning(
+            "IMGBATCH_PUBLIC_BASE_URL is not set: output URLs will start with %s/files/; "
+            "set it to the API's public URL on every worker",
+            settings.resolved_public_base_url,
+        )
+    consumer = queue.consumer(workers, settings.worker_type, on_start=start_background)
+    try:
+        consumer.run()
+    finally:
+        stop.set()

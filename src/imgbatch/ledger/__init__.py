@@ -1,0 +1,55 @@
+"""The truth: requests, products, images and webhook deliveries in SQL.
+
+Holds: `models` (SQLAlchemy tables), `engine` (one engine per process, sessions, Alembic
+`migrations/`), `operations` (the conditional updates every state change goes through:
+create, claim, renew, record, finalize, requeue) and `statuses` (pure status rules).
+May import: SQLAlchemy/Alembic, the pure core (`imgbatch.catalogue` for the row type),
+`imgbatch.errors`/`imgbatch.config`. Never the queue, storage, fetching or anything above.
+"""
+
+from __future__ import annotations
+
+from .clock import isoformat, utcnow
+from .engine import Database, dispose_engines, upgrade
+from .models import Image, Product, Request, WebhookAttempt, WebhookDelivery
+from .operations import (
+    ClaimedImage,
+    ImageResult,
+    Recorded,
+    claim_images,
+    create_request,
+    finalize_request,
+    image_counts,
+    last_image_change,
+    record_results,
+    renew_leases,
+    requeue_expired_leases,
+    requeue_stale_pending,
+    unfinalized_request_ids,
+)
+
+__all__ = [
+    "ClaimedImage",
+    "Database",
+    "Image",
+    "ImageResult",
+    "Product",
+    "Recorded",
+    "Request",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "claim_images",
+    "create_request",
+    "dispose_engines",
+    "finalize_request",
+    "image_counts",
+    "isoformat",
+    "last_image_change",
+    "record_results",
+    "renew_leases",
+    "requeue_expired_leases",
+    "requeue_stale_pending",
+    "unfinalized_request_ids",
+    "upgrade",
+    "utcnow",
+]

@@ -1,0 +1,465 @@
+"""Ledger operations: every state change is a conditional update, so it is safe to repeat.
+
+- An image is claimed by moving it from `pending` (or `processing` with an
+  expired lease) to `processing` with a new lease; a job whose claim fails is
+  a no-op, so duplicate and replayed jobs are harmless.
+- A result is recorded only by the holder of the current claim (`attempts`
+  is the claim token).
+- A request is finalized by one conditional UPDATE that succeeds only when no
+  image is unfinished and the request is not final yet; exactly one caller wins
+  and runs the `on_finalized` hook in the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
+from datetime import datetime, timedelta
+from typing import cast
+
+from sqlalchemy import Table, and_, bindparam, case, exists, func, insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from imgbatch.catalogue import ProductRow
+from imgbatch.ledger import statuses as st
+
+from .clock import utcnow
+from .engine import Database
+from .models import Image, Product, Request, UTCDateTime
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """What processing one image produced: the fields a worker writes on its row."""
+
+    status: str
+    error_code: str | None = None
+    error_message: str | None = None
+    output_key: str | None = None
+    output_url: str | None = None
+    output_format: str | None = None
+    bytes_in: int | None = None
+    bytes_out: int | None = None
+    width: int | None = None
+    height: int | None = None
+    kept_original: bool | None = None
+
+    @classmethod
+    def failed(cls, code: str, message: str) -> ImageResult:
+        return cls(status=st.FAILED, error_code=code, error_message=message[:2000])
+
+
+@dataclass(frozen=True)
+class ClaimedImage:
+    """What a worker needs to process one image, read in the claiming transaction."""
+
+    id: int
+    request_id: str
+    input_url: str
+    serial_number: int
+    product_position: int
+    position: int
+    quality: int
+    output_format: str
+    attempt: int
+
+
+def create_request(
+    db: Database,
+    *,
+    request_id: str,
+    products: Sequence[ProductRow],
+    quality: int,
+    output_format: str,
+    webhook_url: str | None,
+    owner: str | None,
+) -> list[int]:
+    """Write a request with its products and images in one transaction; return image ids."""
+    now = utcnow()
+    image_total = sum(len(p.urls) for p in products)
+    with db.session() as session:
+        session.add(
+            Request(
+                id=request_id,
+                status=st.PENDING,
+                owner=owner,
+                quality=quality,
+                output_format=output_format,
+                webhook_url=webhook_url,
+                product_count=len(products),
+                image_count=image_total,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        session.flush()
+        # Plain executemany (no RETURNING): SQLite would need one statement per row to
+        # return ids in order, so ids are read back with one SELECT per table instead.
+        session.execute(
+            insert(_products),
+            [
+                {
+                    "request_id": request_id,
+                    "position": position,
+                    "row": p.row,
+                    "serial_number": p.serial_number,
+                    "name": p.product_name,
+                }
+                for position, p in enumerate(products)
+            ],
+        )
+        product_ids = (
+            session.execute(
+                select(Product.id)
+                .where(Product.request_id == request_id)
+                .order_by(Product.position)
+            )
+            .scalars()
+            .all()
+        )
+        session.execute(
+            insert(_images),
+            [
+                {
+                    "request_id": request_id,
+                    "product_id": product_id,
+                    "position": position,
+                    "input_url": url,
+                    "status": st.PENDING,
+                    "attempts": 0,
+                    "enqueued_at": now,
+                }
+                for product_id, product in zip(product_ids, products, strict=True)
+                for position, url in enumerate(product.urls)
+            ],
+        )
+        image_ids = list(
+            session.execute(
+                select(Image.id)
+                .where(Image.request_id == request_id)
+                .order_by(Image.product_id, Image.position)
+            ).scalars()
+        )
+    return image_ids
+
+
+# The worker's statements are built once: a worker runs them for every job, and
+# building SQLAlchemy expressions costs more CPU than SQLite takes to run them.
+_images = cast(Table, Image.__table__)
+_products = cast(Table, Product.__table__)
+_requests = cast(Table, Request.__table__)
+_now = bindparam("now", type_=UTCDateTime())
+
+_CLAIM = (
+    update(_images)
+    .where(
+        _images.c.id.in_(bindparam("image_ids", expanding=True)),
+        or_(
+            _images.c.status == st.PENDING,
+            and_(_images.c.status == st.PROCESSING, _images.c.lease_until < _now),
+        ),
+        _images.c.attempts < bindparam("max_attempts"),
+    )
+    .values(
+        status=st.PROCESSING,
+        attempts=_images.c.attempts + 1,
+        lease_until=bindparam("lease_until", type_=UTCDateTime()),
+        started_at=_now,
+    )
+    .returning(
+        _images.c.id,
+        _images.c.request_id,
+        _images.c.attempts,
+        _images.c.input_url,
+        _images.c.position,
+        _images.c.product_id,
+    )
+)
+_CLAIM_CONTEXT = (
+    select(
+        _products.c.id,
+        _products.c.serial_number,
+        _products.c.position,
+        _requests.c.id.label("request_id"),
+        _requests.c.quality,
+        _requests.c.output_format,
+        _requests.c.status,
+    )
+    .join(_requests, _requests.c.id == _products.c.request_id)
+    .where(_products.c.id.in_(bindparam("product_ids", expanding=True)))
+)
+_START_REQUEST = (
+    update(_requests)
+    .where(_requests.c.id == bindparam("request_id"), _requests.c.status == st.PENDING)
+    .values(status=st.PROCESSING, updated_at=_now)
+)
+_OUR_CLAIM = and_(
+    _images.c.id == bindparam("image_id"),
+    _images.c.status == st.PROCESSING,
+    _images.c.attempts == bindparam("attempt"),
+)
+_RENEW = (
+    update(_images)
+    .where(_OUR_CLAIM)
+    .values(lease_until=bindparam("lease_until", type_=UTCDateTime()))
+)
+_RESULT_FIELDS = tuple(f.name for f in fields(ImageResult))
+_RECORD = (
+    update(_images)
+    .where(_OUR_CLAIM)
+    .values(
+        lease_until=None,
+        finished_at=_now,
+        **{name: bindparam(f"v_{name}") for name in _RESULT_FIELDS},
+    )
+)
+_RECORDED = select(_images.c.id, _images.c.attempts, _images.c.finished_at).where(
+    _images.c.id.in_(bindparam("image_ids", expanding=True))
+)
+_ANY_UNFINISHED = select(
+    exists().where(
+        _images.c.request_id == bindparam("request_id"), _images.c.status.in_(st.UNFINISHED)
+    )
+)
+
+
+def claim_images(
+    db: Database, image_ids: Sequence[int], lease_seconds: float, max_attempts: int = 5
+) -> list[ClaimedImage]:
+    """Take the images for processing, in the order given, in one transaction.
+
+    An image is left out when it is done, leased by another worker, or has used up
+    its attempts (the sweeper then fails it).
+    """
+    if not image_ids:
+        return []
+    now = utcnow()
+    with db.connection() as conn:
+        rows = conn.execute(
+            _CLAIM,
+            {
+                "image_ids": list(image_ids),
+                "now": now,
+                "max_attempts": max_attempts,
+                "lease_until": now + timedelta(seconds=lease_seconds),
+            },
+        ).all()
+        if not rows:
+            return []
+        contexts = {
+            c.id: c
+            for c in conn.execute(
+                _CLAIM_CONTEXT, {"product_ids": list({r.product_id for r in rows})}
+            )
+        }
+        for request_id in {c.request_id for c in contexts.values() if c.status == st.PENDING}:
+            conn.execute(_START_REQUEST, {"request_id": request_id, "now": now})
+    order = {image_id: i for i, image_id in enumerate(image_ids)}
+    return [
+        ClaimedImage(
+            id=row.id,
+            request_id=row.request_id,
+            input_url=row.input_url,
+            position=row.position,
+            serial_number=contexts[row.product_id].serial_number,
+            product_position=contexts[row.product_id].position,
+            quality=contexts[row.product_id].quality,
+            output_format=contexts[row.product_id].output_format,
+            attempt=row.attempts,
+        )
+        for row in sorted(rows, key=lambda r: order[r.id])
+    ]
+
+
+def renew_leases(
+    db: Database, claimed: Sequence[ClaimedImage], lease_seconds: float
+) -> list[ClaimedImage]:
+    """Extend our claims before a long step; returns those still ours (the rest were lost)."""
+    until = utcnow() + timedelta(seconds=lease_seconds)
+    kept = []
+    with db.connection() as conn:
+        for image in sorted(claimed, key=lambda c: c.id):  # one lock order for all writers
+            params = {"image_id": image.id, "attempt": image.attempt, "lease_until": until}
+            if conn.execute(_RENEW, params).rowcount:
+                kept.append(image)
+    return kept
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """The outcome of recording a result."""
+
+    ours: bool  # False: our claim was lost and another worker owns the image now
+    maybe_last: bool  # no image of the request was unfinished right after ours
+
+
+def record_results(
+    db: Database, results: Sequence[tuple[ClaimedImage, ImageResult]]
+) -> list[Recorded]:
+    """Record finished images in one transaction, each only while we hold its claim.
+
+    `maybe_last` tells the caller to try finalizing the image's request. It is read
+    after the commit: inside the transaction, two workers recording a request's last
+    images at once (PostgreSQL, READ COMMITTED) would each still see the other's as
+    unfinished, and neither would finalize.
+    """
+    if not results:
+        return []
+    now = utcnow()
+    params = [
+        {
+            **{f"v_{name}": getattr(result, name) for name in _RESULT_FIELDS},
+            "image_id": claimed.id,
+            "attempt": claimed.attempt,
+            "now": now,
+        }
+        for claimed, result in results
+    ]
+    params.sort(key=lambda p: p["image_id"])  # rows locked in one order by every writer
+    with db.connection() as conn:
+        # One executemany: its total row count tells whether every claim was still ours.
+        if conn.execute(_RECORD, params).rowcount == len(params):
+            ours = [True] * len(results)
+        else:  # a claim was lost: ours are the rows that now carry our attempt and our
+            # timestamp (only the claim holder has that attempt; the sweeper's differs)
+            rows = conn.execute(_RECORDED, {"image_ids": [c.id for c, _ in results]})
+            mine = {(row.id, row.attempts) for row in rows if row.finished_at == now}
+            ours = [(claimed.id, claimed.attempt) in mine for claimed, _ in results]
+    touched = {c.request_id for (c, _), mine in zip(results, ours, strict=True) if mine}
+    finished = set()
+    if touched:
+        with db.connection() as conn:
+            for request_id in touched:
+                if not conn.execute(_ANY_UNFINISHED, {"request_id": request_id}).scalar():
+                    finished.add(request_id)
+    return [
+        Recorded(ours=mine, maybe_last=mine and claimed.request_id in finished)
+        for (claimed, _), mine in zip(results, ours, strict=True)
+    ]
+
+
+FinalizeHook = Callable[[Session, Request], None]
+
+
+def finalize_request(
+    db: Database, request_id: str, on_finalized: FinalizeHook | None = None
+) -> str | None:
+    """Move the request to its final status if every image is finished; exactly one caller wins.
+
+    Returns the final status when this call finalized the request, else None.
+    """
+    now = utcnow()
+    unfinished = exists().where(Image.request_id == request_id, Image.status.in_(st.UNFINISHED))
+    failed = (
+        select(func.count())
+        .select_from(Image)
+        .where(Image.request_id == request_id, Image.status == st.FAILED)
+        .scalar_subquery()
+    )
+    done = (
+        select(func.count())
+        .select_from(Image)
+        .where(Image.request_id == request_id, Image.status == st.DONE)
+        .scalar_subquery()
+    )
+    final_status = case(
+        (failed == 0, st.COMPLETED),
+        (done == 0, st.FAILED),
+        else_=st.COMPLETED_WITH_ERRORS,
+    )
+    with db.session() as session:
+        # A read first: most calls find unfinished images, and under SQLite even an
+        # UPDATE that matches nothing would take the database's write lock.
+        if session.execute(select(unfinished)).scalar():
+            return None
+        won = session.execute(
+            update(Request)
+            .where(Request.id == request_id, Request.status.in_(st.UNFINISHED), ~unfinished)
+            .values(status=final_status, completed_at=now, updated_at=now)
+            .returning(Request.status)
+        ).first()
+        if won is None:
+            return None
+        if on_finalized is not None:
+            request = session.get(Request, request_id)
+            assert request is not None
+            on_finalized(session, request)
+        return str(won[0])
+
+
+def image_counts(session: Session, request_id: str) -> dict[str, int]:
+    rows = session.execute(
+        select(Image.status, func.count())
+        .where(Image.request_id == request_id)
+        .group_by(Image.status)
+    ).all()
+    return {status: count for status, count in rows}
+
+
+def last_image_change(session: Session, request_id: str) -> datetime | None:
+    """When an image of the request last finished (served by an index, rows untouched)."""
+    return session.execute(
+        select(func.max(Image.finished_at)).where(
+            Image.request_id == request_id, Image.status.in_((st.DONE, st.FAILED))
+        )
+    ).scalar()
+
+
+def requeue_expired_leases(db: Database, max_attempts: int) -> list[int]:
+    """Images whose worker died (lease expired): back to pending, or failed after too many tries."""
+    now = utcnow()
+    with db.session() as session:
+        session.execute(
+            update(Image)
+            .where(
+                Image.status == st.PROCESSING,
+                Image.lease_until < now,
+                Image.attempts >= max_attempts,
+            )
+            .values(
+                status=st.FAILED,
+                lease_until=None,
+                finished_at=now,
+                error_code="internal",
+                error_message=f"gave up after {max_attempts} attempts that did not finish",
+            )
+        )
+        ids = session.execute(
+            update(Image)
+            .where(Image.status == st.PROCESSING, Image.lease_until < now)
+            .values(status=st.PENDING, lease_until=None, enqueued_at=now)
+            .returning(Image.id)
+        ).scalars()
+        return list(ids)
+
+
+def requeue_stale_pending(db: Database, older_than: datetime, limit: int = 10_000) -> list[int]:
+    """Pending images not (re-)enqueued since `older_than`: their job may have been lost."""
+    now = utcnow()
+    with db.session() as session:
+        candidates = (
+            select(Image.id)
+            .where(Image.status == st.PENDING, Image.enqueued_at < older_than)
+            .limit(limit)
+            .scalar_subquery()
+        )
+        ids = session.execute(
+            update(Image)
+            .where(
+                Image.id.in_(candidates), Image.status == st.PENDING, Image.enqueued_at < older_than
+            )
+            .values(enqueued_at=now)
+            .returning(Image.id)
+        ).scalars()
+        return list(ids)
+
+
+def unfinalized_request_ids(db: Database) -> list[str]:
+    """Requests not final although no image is unfinished (a finalizer died mid-way)."""
+    with db.session() as session:
+        unfinished = exists().where(Image.request_id == Request.id, Image.status.in_(st.UNFINISHED))
+        return list(
+            session.execute(
+                select(Request.id).where(Request.status.in_(st.UNFINISHED), ~unfinished)
+            ).scalars()
+        )

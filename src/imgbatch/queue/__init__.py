@@ -1,0 +1,17 @@
+"""The job queue adapter: Huey behind a small interface, its backend chosen by `IMGBATCH_QUEUE_URL`.
+
+Holds: `huey_queue` (`JobQueue` on SQLite, Redis or PostgreSQL; jobs carry image ids only).
+May import: Huey, `imgbatch.config`, `imgbatch.errors`. The queue is a hint, never the truth,
+so it knows nothing of the ledger.
+"""
+
+from __future__ import annotations
+
+from .huey_queue import MIN_JOBS, JobQueue, QueueError, job_batches
+
+__all__ = [
+    "MIN_JOBS",
+    "JobQueue",
+    "QueueError",
+    "job_batches",
+]

@@ -1,0 +1,16 @@
+"""The read side: status documents and exports built from the ledger.
+
+Holds: `status` (the status document, request lookup with ownership, output rows).
+May import: the ledger, webhooks' read models, the catalogue's output rows, `imgbatch.context`.
+Never the jobs, intake or the ways in.
+"""
+
+from __future__ import annotations
+
+from .status import get_request, iter_output_rows, status_document
+
+__all__ = [
+    "get_request",
+    "iter_output_rows",
+    "status_document",
+]
