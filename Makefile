@@ -21,6 +21,7 @@ run: install
 test: install services
 	$(BIN)/ruff check src tests
 	$(BIN)/mypy src
+	$(BIN)/lint-imports
 	$(BIN)/pytest
 
 services:
@@ -30,6 +31,7 @@ lint: install
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy src
+	$(BIN)/lint-imports
 
 bench: install
 	$(BIN)/pip install --quiet -e '.[test,bench]'
