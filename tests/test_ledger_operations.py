@@ -264,3 +264,36 @@ def test_progress_counts(db: Database) -> None:
     progress = st.progress_from_counts(counts)
     assert (progress.total, progress.succeeded, progress.failed, progress.pending) == (4, 1, 1, 2)
     assert total == 4 and progress.percent == 50.0
+
+
+def test_options_reach_the_worker_and_savings_sum_done_images(db: Database) -> None:
+    request_id = f"req{time.monotonic_ns()}"
+    ids = ledger.create_request(
+        db,
+        request_id=request_id,
+        products=products(1, 3),
+        quality="auto",
+        output_format="webp",
+        webhook_url=None,
+        owner=None,
+        max_width=800,
+        max_height=None,
+    )
+    claimed = ledger.claim_images(db, ids, 60)
+    assert [(c.quality, c.output_format, c.max_width, c.max_height) for c in claimed] == [
+        ("auto", "webp", 800, None)
+    ] * 3
+    results = [
+        ledger.ImageResult(status=st.DONE, bytes_in=1000, bytes_out=400, quality=61),
+        ledger.ImageResult(status=st.DONE, bytes_in=500, bytes_out=500, kept_original=True),
+        ledger.ImageResult.failed("not_found", "HTTP 404"),
+    ]
+    ledger.record_results(db, list(zip(claimed, results, strict=True)))
+    with db.session() as session:
+        assert ledger.image_savings(session, request_id) == st.Savings(2, 1500, 900)
+        qualities = session.execute(
+            select(Image.quality).where(Image.request_id == request_id).order_by(Image.id)
+        ).scalars()
+        assert list(qualities) == [61, None, None]
+        request = session.get(Request, request_id)
+        assert request is not None and request.auto_quality and request.max_width == 800

@@ -32,3 +32,22 @@ def test_progress_percent() -> None:
         "percent": 50.0,
     }
     assert st.progress_from_counts({}).percent == 100.0
+
+
+def test_savings_over_done_images() -> None:
+    savings = st.Savings(images=3, bytes_in=3000, bytes_out=1000)
+    assert savings.as_dict() == {
+        "images": 3,
+        "bytes_in": 3000,
+        "bytes_out": 1000,
+        "saved_bytes": 2000,
+        "saved_percent": 66.7,
+    }
+    assert (savings + st.Savings(1, 1000, 1000)).as_dict()["saved_percent"] == 50.0
+    assert st.Savings().as_dict() == {
+        "images": 0,
+        "bytes_in": 0,
+        "bytes_out": 0,
+        "saved_bytes": 0,
+        "saved_percent": 0.0,
+    }

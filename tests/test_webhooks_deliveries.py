@@ -202,6 +202,13 @@ def verify(received: Any) -> dict[str, Any]:
 
 
 NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+SAVINGS = {
+    "images": 2,
+    "bytes_in": 3000,
+    "bytes_out": 1000,
+    "saved_bytes": 2000,
+    "saved_percent": 66.7,
+}
 
 
 def test_completion_event_is_small_and_absolute() -> None:
@@ -209,12 +216,13 @@ def test_completion_event_is_small_and_absolute() -> None:
         request_id="abc",
         status="completed_with_errors",
         progress={"total": 3, "succeeded": 2, "failed": 1, "pending": 0, "percent": 100.0},
+        savings=SAVINGS,
         created_at=NOW,
         completed_at=NOW + timedelta(seconds=5),
         base_url=BASE,
         now=NOW + timedelta(seconds=5),
     )
-    assert len(body) < 600
+    assert len(body) < 700
     import json
 
     event = json.loads(body)
@@ -224,6 +232,7 @@ def test_completion_event_is_small_and_absolute() -> None:
         "request_id": "abc",
         "status": "completed_with_errors",
         "progress": {"total": 3, "succeeded": 2, "failed": 1, "pending": 0, "percent": 100.0},
+        "savings": SAVINGS,
         "output_csv_url": f"{BASE}/api/requests/abc/output.csv",
         "status_url": f"{BASE}/api/status/abc",
         "created_at": "2025-01-01T12:00:00.000Z",

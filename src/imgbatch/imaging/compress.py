@@ -33,6 +33,7 @@ from .formats import header_size, refused_format, sniff_format
 from .metadata import strip_metadata
 
 FORMATS = ("jpeg", "png", "webp", "gif", "avif")
+LOSSY = ("jpeg", "webp", "avif")  # the formats with a quality scale
 TARGETS = ("keep", "jpeg", "webp", "png", "avif")
 CONTENT_TYPES = {
     "jpeg": "image/jpeg",
@@ -82,7 +83,8 @@ class CompressResult:
     """The bytes to store and the facts about them.
 
     `width`/`height` are the displayed dimensions (after EXIF orientation), also
-    when the original bytes are kept.
+    when the original bytes are kept. `quality` is the quality the output was encoded
+    with: None for PNG and GIF (no quality scale) and for kept originals.
     """
 
     data: bytes
@@ -94,6 +96,7 @@ class CompressResult:
     bytes_in: int
     bytes_out: int
     kept_original: bool
+    quality: int | None = None
 
 
 def configure() -> None:
@@ -389,4 +392,5 @@ def compress(data: bytes, options: CompressOptions = CompressOptions()) -> Compr
         bytes_in=len(data),
         bytes_out=len(ctx.encoded),
         kept_original=ctx.kept_original,
+        quality=None if ctx.kept_original or fmt not in LOSSY else ctx.options.quality,
     )

@@ -132,7 +132,7 @@ def _failed(claimed: ClaimedImage, exc: Exception, started: float) -> _Outcome:
 def _compress(ctx: Context, claimed: ClaimedImage, data: bytes, started: float) -> _Outcome:
     """Compress downloaded bytes into the image's result and the object to store."""
     options = imaging.CompressOptions(
-        quality=claimed.quality,
+        quality=int(claimed.quality),  # "auto" arrives with the quality search
         format=claimed.output_format,
         max_pixels=ctx.settings.max_pixels,
     )
@@ -156,6 +156,7 @@ def _compress(ctx: Context, claimed: ClaimedImage, data: bytes, started: float) 
         width=result.width,
         height=result.height,
         kept_original=result.kept_original,
+        quality=result.quality,
     )
     stored = PutObject(key, result.data, result.content_type)
     return _Outcome(claimed, done, time.perf_counter() - started, stored)

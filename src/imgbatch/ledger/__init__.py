@@ -13,6 +13,7 @@ from .clock import isoformat, utcnow
 from .engine import Database, dispose_engines, upgrade
 from .models import Image, Product, Request, WebhookAttempt, WebhookDelivery
 from .operations import (
+    AUTO,
     ClaimedImage,
     ImageResult,
     Recorded,
@@ -20,6 +21,7 @@ from .operations import (
     create_request,
     finalize_request,
     image_counts,
+    image_savings,
     last_image_change,
     record_results,
     renew_leases,
@@ -29,6 +31,7 @@ from .operations import (
 )
 
 __all__ = [
+    "AUTO",
     "ClaimedImage",
     "Database",
     "Image",
@@ -43,6 +46,7 @@ __all__ = [
     "dispose_engines",
     "finalize_request",
     "image_counts",
+    "image_savings",
     "isoformat",
     "last_image_change",
     "record_results",

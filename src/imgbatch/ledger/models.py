@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -65,8 +66,11 @@ class Request(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     status: Mapped[str] = mapped_column(String(32), default="pending")
     owner: Mapped[str | None] = mapped_column(String(64), index=True)  # sha256 of the API key
-    quality: Mapped[int] = mapped_column(Integer, default=50)
+    quality: Mapped[int] = mapped_column(Integer, default=50)  # ignored when auto_quality
+    auto_quality: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     output_format: Mapped[str] = mapped_column(String(8), default="keep")
+    max_width: Mapped[int | None] = mapped_column(Integer)  # the box to fit inside, if any
+    max_height: Mapped[int | None] = mapped_column(Integer)
     webhook_url: Mapped[str | None] = mapped_column(Text)
     product_count: Mapped[int] = mapped_column(Integer, default=0)
     image_count: Mapped[int] = mapped_column(Integer, default=0)
@@ -116,6 +120,7 @@ class Image(Base):
     width: Mapped[int | None] = mapped_column(Integer)
     height: Mapped[int | None] = mapped_column(Integer)
     kept_original: Mapped[bool | None] = mapped_column(Boolean)
+    quality: Mapped[int | None] = mapped_column(Integer)  # encoded with; None: lossless or kept
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 

@@ -27,6 +27,9 @@ from .clock import utcnow
 from .engine import Database
 from .models import Image, Product, Request, UTCDateTime
 
+AUTO = "auto"  # the quality that asks for the search (`imgbatch.imaging.autoquality`)
+AUTO_FALLBACK = 50
+
 
 @dataclass(frozen=True)
 class ImageResult:
@@ -43,6 +46,7 @@ class ImageResult:
     width: int | None = None
     height: int | None = None
     kept_original: bool | None = None
+    quality: int | None = None  # the quality encoded with; None: lossless or kept as it was
 
     @classmethod
     def failed(cls, code: str, message: str) -> ImageResult:
@@ -59,9 +63,11 @@ class ClaimedImage:
     serial_number: int
     product_position: int
     position: int
-    quality: int
+    quality: int | str  # 1..100 or "auto"
     output_format: str
     attempt: int
+    max_width: int | None = None
+    max_height: int | None = None
 
 
 def create_request(
@@ -69,13 +75,20 @@ def create_request(
     *,
     request_id: str,
     products: Sequence[ProductRow],
-    quality: int,
+    quality: int | str,
     output_format: str,
     webhook_url: str | None,
     owner: str | None,
+    max_width: int | None = None,
+    max_height: int | None = None,
 ) -> list[int]:
-    """Write a request with its products and images in one transaction; return image ids."""
+    """Write a request with its products and images in one transaction; return image ids.
+
+    `quality` is 1..100 or "auto" (stored as `auto_quality`, with `AUTO_FALLBACK` in
+    `quality` so that a worker that predates auto still compresses sensibly).
+    """
     now = utcnow()
+    auto = quality == AUTO
     image_total = sum(len(p.urls) for p in products)
     with db.session() as session:
         session.add(
@@ -83,8 +96,11 @@ def create_request(
                 id=request_id,
                 status=st.PENDING,
                 owner=owner,
-                quality=quality,
+                quality=AUTO_FALLBACK if auto else int(quality),
+                auto_quality=auto,
                 output_format=output_format,
+                max_width=max_width,
+                max_height=max_height,
                 webhook_url=webhook_url,
                 product_count=len(products),
                 image_count=image_total,
@@ -182,7 +198,10 @@ _CLAIM_CONTEXT = (
         _products.c.position,
         _requests.c.id.label("request_id"),
         _requests.c.quality,
+        _requests.c.auto_quality,
         _requests.c.output_format,
+        _requests.c.max_width,
+        _requests.c.max_height,
         _requests.c.status,
     )
     .join(_requests, _requests.c.id == _products.c.request_id)
@@ -263,9 +282,13 @@ def claim_images(
             position=row.position,
             serial_number=contexts[row.product_id].serial_number,
             product_position=contexts[row.product_id].position,
-            quality=contexts[row.product_id].quality,
+            quality=AUTO
+            if contexts[row.product_id].auto_quality
+            else contexts[row.product_id].quality,
             output_format=contexts[row.product_id].output_format,
             attempt=row.attempts,
+            max_width=contexts[row.product_id].max_width,
+            max_height=contexts[row.product_id].max_height,
         )
         for row in sorted(rows, key=lambda r: order[r.id])
     ]
@@ -394,6 +417,16 @@ def image_counts(session: Session, request_id: str) -> dict[str, int]:
         .group_by(Image.status)
     ).all()
     return {status: count for status, count in rows}
+
+
+def image_savings(session: Session, request_id: str) -> st.Savings:
+    """Bytes in and out over the request's done images (one aggregate on the status index)."""
+    row = session.execute(
+        select(func.count(), func.sum(Image.bytes_in), func.sum(Image.bytes_out)).where(
+            Image.request_id == request_id, Image.status == st.DONE
+        )
+    ).one()
+    return st.Savings(images=row[0], bytes_in=int(row[1] or 0), bytes_out=int(row[2] or 0))
 
 
 def last_image_change(session: Session, request_id: str) -> datetime | None:

@@ -41,6 +41,43 @@ class Progress:
         }
 
 
+@dataclass(frozen=True)
+class Savings:
+    """What compression saved over a set of done images (a request's, or many requests')."""
+
+    images: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+    @property
+    def saved_bytes(self) -> int:
+        return self.bytes_in - self.bytes_out
+
+    @property
+    def saved_percent(self) -> float:
+        """100 x saved / in, one decimal; 0.0 while nothing is done."""
+        if self.bytes_in <= 0:
+            return 0.0
+        return round(100.0 * self.saved_bytes / self.bytes_in, 1)
+
+    def __add__(self, other: Savings) -> Savings:
+        return Savings(
+            self.images + other.images,
+            self.bytes_in + other.bytes_in,
+            self.bytes_out + other.bytes_out,
+        )
+
+    def as_dict(self) -> dict[str, float | int]:
+        """The public `savings` object of status documents and webhook events."""
+        return {
+            "images": self.images,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "saved_bytes": self.saved_bytes,
+            "saved_percent": self.saved_percent,
+        }
+
+
 def progress_from_counts(counts: Mapping[str, int]) -> Progress:
     """Progress from a {image status: count} mapping."""
     succeeded = counts.get(DONE, 0)

@@ -7,10 +7,18 @@ Never the jobs, intake or the ways in.
 
 from __future__ import annotations
 
-from .status import get_request, iter_output_rows, status_document
+from .status import (
+    get_request,
+    image_document,
+    iter_output_rows,
+    request_options,
+    status_document,
+)
 
 __all__ = [
     "get_request",
+    "image_document",
     "iter_output_rows",
+    "request_options",
     "status_document",
 ]

@@ -59,6 +59,12 @@ def _products_page(
                 Image.output_url,
                 Image.error_code,
                 Image.error_message,
+                Image.output_format,
+                Image.width,
+                Image.height,
+                Image.bytes_in,
+                Image.bytes_out,
+                Image.quality,
             )
             .where(Image.product_id.in_([p.id for p in products]))
             .order_by(Image.product_id, Image.position)
@@ -69,11 +75,40 @@ def _products_page(
     return [(p, by_product[p.id]) for p in products]
 
 
+def image_document(image: Any) -> dict[str, Any]:
+    """One image's facts for the status document; the outcome fields are null until done."""
+    done = image.status == st.DONE
+    failed = image.status == st.FAILED
+    return {
+        "input_url": image.input_url,
+        "output_url": image.output_url if done else None,
+        "status": image.status,
+        "format": image.output_format if done else None,
+        "width": image.width if done else None,
+        "height": image.height if done else None,
+        "bytes_in": image.bytes_in if done else None,
+        "bytes_out": image.bytes_out if done else None,
+        "quality": image.quality if done else None,
+        "error": {"code": image.error_code, "message": image.error_message} if failed else None,
+    }
+
+
+def request_options(request: Request) -> dict[str, Any]:
+    """The options the request was made with (`quality` an integer or "auto")."""
+    return {
+        "quality": ledger.AUTO if request.auto_quality else request.quality,
+        "format": request.output_format,
+        "max_width": request.max_width,
+        "max_height": request.max_height,
+    }
+
+
 def status_document(
     ctx: Context, request: Request, offset: int = 0, limit: int = 1000
 ) -> dict[str, Any]:
     with ctx.db.session() as session:
         counts = ledger.image_counts(session, request.id)
+        savings = ledger.image_savings(session, request.id)
         last_change = ledger.last_image_change(session, request.id)
         webhook = webhook_summary(session, request, ctx.settings.webhook_url)
     # The request row is written only at start and end; progress moves with its images.
@@ -98,6 +133,7 @@ def status_document(
                     for i in images
                     if i.status == st.FAILED
                 ],
+                "images": [image_document(i) for i in images],
             }
         )
     finished = request.status in st.FINAL
@@ -109,6 +145,8 @@ def status_document(
         "updated_at": isoformat(updated_at),
         "completed_at": isoformat(request.completed_at),
         "progress": progress.as_dict(),
+        "savings": savings.as_dict(),
+        "options": request_options(request),
         "products_total": request.product_count,
         "offset": offset,
         "limit": limit,

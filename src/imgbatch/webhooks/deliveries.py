@@ -86,10 +86,12 @@ def create_completion_delivery(
         return None
     now = utcnow()
     progress = st.progress_from_counts(ledger.image_counts(session, request.id))
+    savings = ledger.image_savings(session, request.id)
     body = completion_event(
         request_id=request.id,
         status=request.status,
         progress=progress.as_dict(),
+        savings=savings.as_dict(),
         created_at=request.created_at,
         completed_at=request.completed_at,
         base_url=settings.resolved_public_base_url,
