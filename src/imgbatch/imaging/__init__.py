@@ -2,8 +2,10 @@
 
 Holds: `compress` (the ordered steps: sniff, limit pixels before decoding, orient, convert,
 strip metadata, encode, never larger), `formats` (magic-byte sniffing, pixel limits read from
-headers) and `metadata` (lossless metadata stripping that keeps ICC and orientation).
-May import: Pillow and `imgbatch.errors`. No network, database or storage.
+headers), `metadata` (lossless metadata stripping that keeps ICC and orientation), and the
+JPEG -> JPEG fast path: `turbo` (libjpeg-turbo directly, chosen per image by a pure rule on
+the header facts read by `jpegfacts`).
+May import: Pillow, simplejpeg and `imgbatch.errors`. No network, database or storage.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from PIL import AvifImagePlugin, ExifTags, Image, ImageCms
 
 from imgbatch.errors import ImageFailure
 
+from . import turbo
 from .formats import header_size, refused_format, sniff_format
 from .metadata import strip_metadata
 
@@ -369,6 +370,9 @@ def compress(data: bytes, options: CompressOptions = CompressOptions()) -> Compr
     Raises `ImageFailure` with code `not_an_image`, `unsupported_format`,
     `too_many_pixels` or `corrupt_image` (`internal` if an encoder fails).
     """
+    fast = _fast_jpeg(data, options)
+    if fast is not None:
+        return fast
     ctx = _Context(data, options)
     try:
         for step in _PIPELINE:
@@ -393,4 +397,26 @@ def compress(data: bytes, options: CompressOptions = CompressOptions()) -> Compr
         bytes_out=len(ctx.encoded),
         kept_original=ctx.kept_original,
         quality=None if ctx.kept_original or fmt not in LOSSY else ctx.options.quality,
+    )
+
+
+def _fast_jpeg(data: bytes, options: CompressOptions) -> CompressResult | None:
+    """JPEG to JPEG at a fixed quality, no resize: libjpeg-turbo directly (`turbo`), with
+    the same guarantees; None sends the image through `_PIPELINE`."""
+    if not turbo.applies(sniff_format(data), options.format, options.quality, resize=False):
+        return None
+    fast = turbo.compress_jpeg(data, options.quality, options.max_pixels)
+    if fast is None:
+        return None
+    return CompressResult(
+        data=fast.data,
+        format="jpeg",
+        content_type=CONTENT_TYPES["jpeg"],
+        extension=EXTENSIONS["jpeg"],
+        width=fast.width,
+        height=fast.height,
+        bytes_in=len(data),
+        bytes_out=len(fast.data),
+        kept_original=fast.kept_original,
+        quality=None if fast.kept_original else options.quality,
     )
