@@ -5,7 +5,8 @@ BIN    := $(VENV)/bin
 
 .PHONY: run test install services lint bench clean
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml setup.py src/imgbatch/imaging/_jpegdct.c
+	bash scripts/system-packages.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
@@ -34,8 +35,9 @@ lint: install
 	$(BIN)/lint-imports
 
 bench: install
+	bash scripts/system-packages.sh --bench
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python bench/throughput.py
 
 clean:
-	rm -rf $(VENV) data .pytest_cache
+	rm -rf $(VENV) data .pytest_cache build src/imgbatch/imaging/*.so

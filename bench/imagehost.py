@@ -79,3 +79,79 @@ def image_host(directory: Path, server: Server = serve_from_memory) -> Iterator[
         process.terminate()
         process.join(10)
         sock.close()
+
+
+NGINX_CONF = """\
+# bench/imagehost.py: nginx as the image host, one process (its CPU is the host's cost),
+# files by sendfile, keep-alive for the whole run. Never the system service.
+worker_processes 1;
+master_process off;
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+    open_file_cache max=100000 inactive=600s;
+    types {{ image/jpeg jpg; image/png png; image/webp webp; image/gif gif; image/avif avif; }}
+    default_type application/octet-stream;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        root {root};
+    }}
+}}
+"""
+
+
+@contextmanager
+def nginx_host(directory: Path) -> Iterator[ImageHost]:
+    """nginx (Debian's nginx-light: `scripts/system-packages.sh --bench`) serving the files
+    of `directory` on a free loopback port, with a config and prefix of its own."""
+    import shutil
+    import subprocess
+    import tempfile
+    import time
+
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(binary).exists():
+        raise SystemExit("nginx is not installed: bash scripts/system-packages.sh --bench")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with tempfile.TemporaryDirectory(prefix="imgbatch-nginx-") as prefix:
+        conf = Path(prefix) / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(prefix=prefix, port=port, root=directory.resolve()))
+        process = subprocess.Popen(
+            [binary, "-p", prefix, "-c", str(conf), "-e", f"{prefix}/error.log"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"nginx did not start: {process.stderr.read().decode()}")  # type: ignore[union-attr]
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+            yield ImageHost(f"http://127.0.0.1:{port}", process.pid)
+        finally:
+            process.terminate()
+            process.wait(10)
+
+
+HOSTS = {"nginx": nginx_host, "uvicorn": image_host}
