@@ -144,6 +144,13 @@ def test_an_input_coarser_than_the_target_keeps_its_coefficients(photo: Image.Im
     out = requantize(data)
     assert np.array_equal(rgb(out), rgb(data))  # the same coefficients, decoded the same
     assert jpegfacts.parse(out).frame == 0xC0  # written sequential
+    # So the fast path does not run it: the input comes back stripped, quality unreported.
+    assert not turbo.requantizes(jpegfacts.parse(data), 50)
+    fast = turbo.compress_jpeg(data, 50, 10**8)
+    assert fast is not None and fast.kept_original and fast.data == data
+    result = compress(data)
+    assert result.kept_original and result.quality is None
+    assert turbo.requantizes(jpegfacts.parse(encode(photo, quality=51)), 50)
 
 
 def test_wide_input_tables(photo: Image.Image) -> None:

@@ -132,6 +132,19 @@ def requantized_table(source: tuple[int, ...], target: tuple[int, ...]) -> tuple
     return tuple(max(s, t) for s, t in zip(source, target, strict=True))
 
 
+def requantizes(facts: JpegFacts, quality: int) -> bool:
+    """Whether the target tables are coarser than the input's anywhere. If not, the DCT
+    route would keep every coefficient: the image stays as it is (stripped), like the
+    general path's re-encode that cannot shrink it, and its quality is not reported."""
+    luma, chroma = target_tables(quality)
+    for index, component in enumerate(facts.components):
+        table = facts.tables.get(component.table)
+        target = luma if index == 0 else chroma
+        if table is None or requantized_table(table, target) != table:
+            return True
+    return False
+
+
 def keeps_icc(facts: JpegFacts) -> bool:
     """The ICC profile stays when it describes the output pixels (RGB or grey)."""
     return facts.icc_space is not None and facts.icc_space == _ICC_SPACE.get(len(facts.components))
@@ -155,6 +168,8 @@ def compress_jpeg(data: bytes, quality: int, max_pixels: int) -> FastResult | No
     if facts.width * facts.height > max_pixels:
         return None  # the general path reports the limit
     chosen = route(facts, dct_available())
+    if chosen == DCT and not requantizes(facts, quality):
+        return FastResult(strip_jpeg(data), facts.width, facts.height, True, chosen)
     try:
         if chosen == DCT:
             luma, chroma = target_tables(quality)
