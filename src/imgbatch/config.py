@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, field_validator
@@ -104,7 +104,13 @@ class Settings(BaseSettings):
     fetch_backoff_base: float = 0.5
 
     # --- imaging -------------------------------------------------------------
-    default_quality: int = 50
+    default_quality: int | Literal["auto"] = 50  # 1..100, or "auto" (the quality search)
+    # Scale every image down to fit this box unless the upload says otherwise (unset: never).
+    default_max_width: int | None = Field(default=None, ge=1, le=16_384)
+    default_max_height: int | None = Field(default=None, ge=1, le=16_384)
+    # The score quality=auto aims at: SSIM on luma, chosen in bench/auto_quality.py
+    # (the same default as imaging.DEFAULT_AUTO_TARGET, which this layer cannot import).
+    auto_quality_target: float = Field(default=0.97, gt=0.5, lt=1.0)
     max_pixels: int = 50_000_000
     worker_max_rss_mb: int = 2048
 
@@ -134,6 +140,16 @@ class Settings(BaseSettings):
     @classmethod
     def _strings(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("default_quality", mode="before")
+    @classmethod
+    def _quality(cls, value: object) -> object:
+        text = str(value).strip().lower()
+        if text == "auto":
+            return "auto"
+        if not text.isdigit() or not 1 <= int(text) <= 100:
+            raise ValueError("must be an integer from 1 to 100, or auto")
+        return int(text)
 
     @field_validator("allowed_ports", "webhook_schedule", mode="before")
     @classmethod

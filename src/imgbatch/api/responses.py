@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from imgbatch.imaging import MAX_SIDE
 from imgbatch.intake import OUTPUT_FORMATS
 
 
@@ -74,8 +75,28 @@ _FORM_FIELDS: dict[str, Any] = {
         "maxLength": 2048,
         "description": "http(s) URL that receives a signed `request.completed` event.",
     },
-    "quality": {"type": "integer", "minimum": 1, "maximum": 100},
+    "quality": {
+        "oneOf": [
+            {"type": "integer", "minimum": 1, "maximum": 100},
+            {"type": "string", "enum": ["auto"]},
+        ],
+        "description": "JPEG/WebP/AVIF quality, or `auto`: the lowest quality whose output "
+        "still meets the perceptual target (IMGBATCH_AUTO_QUALITY_TARGET).",
+    },
     "format": {"type": "string", "enum": [*OUTPUT_FORMATS, "jpg"]},
+    "max_width": {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": MAX_SIDE,
+        "description": "Scale down (never up) to fit inside this width, aspect kept, after "
+        "EXIF orientation.",
+    },
+    "max_height": {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": MAX_SIDE,
+        "description": "Scale down (never up) to fit inside this height.",
+    },
 }
 
 UPLOAD_BODY: dict[str, Any] = {

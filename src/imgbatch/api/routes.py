@@ -12,12 +12,18 @@ from starlette.datastructures import UploadFile
 from imgbatch.api.ratelimit import limit_uploads
 from imgbatch.api.responses import UPLOAD_BODY, UploadAccepted, error_responses
 from imgbatch.api.security import require_owner
-from imgbatch.catalogue import iter_output_csv
+from imgbatch.catalogue import IMAGES_HEADER, iter_images_csv, iter_output_csv
 from imgbatch.context import Context
 from imgbatch.errors import ApiError
-from imgbatch.intake import accept_upload, parse_format, parse_quality, validate_webhook_url
+from imgbatch.intake import (
+    accept_upload,
+    parse_format,
+    parse_quality,
+    parse_side,
+    validate_webhook_url,
+)
 from imgbatch.ledger import statuses as st
-from imgbatch.reports import get_request, iter_output_rows, status_document
+from imgbatch.reports import get_request, iter_image_rows, iter_output_rows, status_document
 from imgbatch.storage import validate_key
 
 router = APIRouter()
@@ -87,7 +93,8 @@ async def _csv_and_fields(request: Request, max_csv: int) -> tuple[bytes, dict[s
     openapi_extra=UPLOAD_BODY,
 )
 async def upload(request: Request, owner: Owner) -> JSONResponse:
-    """Upload a product CSV. Optional fields: webhook_url, quality (1-100), format."""
+    """Upload a product CSV. Optional fields: webhook_url, quality (1-100 or auto), format,
+    max_width and max_height (1-16384: scale down to fit inside)."""
     ctx = _ctx(request)
     # Uploads take their turn: each may hold a few copies of a 20 MiB body while it is
     # parsed, so their number (not only their size) bounds the process's memory.
@@ -95,6 +102,10 @@ async def upload(request: Request, owner: Owner) -> JSONResponse:
         data, fields = await _csv_and_fields(request, ctx.settings.max_csv_bytes)
         quality = parse_quality(fields.get("quality"), ctx.settings.default_quality)
         output_format = parse_format(fields.get("format"))
+        max_width = parse_side("max_width", fields.get("max_width"), ctx.settings.default_max_width)
+        max_height = parse_side(
+            "max_height", fields.get("max_height"), ctx.settings.default_max_height
+        )
         webhook_url = await run_in_threadpool(validate_webhook_url, ctx, fields.get("webhook_url"))
         accepted = await run_in_threadpool(
             accept_upload,
@@ -104,6 +115,8 @@ async def upload(request: Request, owner: Owner) -> JSONResponse:
             output_format=output_format,
             webhook_url=webhook_url,
             owner=owner,
+            max_width=max_width,
+            max_height=max_height,
         )
     return JSONResponse(
         {
@@ -153,6 +166,31 @@ async def output_csv(request: Request, request_id: str, owner: Owner) -> Streami
         (chunk.encode("utf-8") for chunk in chunks),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="imgbatch-{request_id}.csv"'},
+    )
+
+
+@router.get(
+    "/api/requests/{request_id}/images.csv",
+    tags=["requests"],
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+            "description": "One row per image: " + ", ".join(IMAGES_HEADER) + ".",
+        },
+        **error_responses(401, 404),
+    },
+)
+async def images_csv(request: Request, request_id: str, owner: Owner) -> StreamingResponse:
+    """One row per image with its outcome (sizes, saved percent, dimensions, format, quality,
+    error), in input order; available at any time, it reflects the current state."""
+    ctx = _ctx(request)
+    await run_in_threadpool(get_request, ctx, request_id, owner)
+    chunks = iter_images_csv(iter_image_rows(ctx, request_id))
+    return StreamingResponse(
+        (chunk.encode("utf-8") for chunk in chunks),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="imgbatch-{request_id}-images.csv"'},
     )
 
 

@@ -8,17 +8,28 @@ touches a database, a queue, the network or the disk, so every rule tests withou
 
 from __future__ import annotations
 
-from .output import OUTPUT_HEADER, OutputRow, escape_cell, iter_output_csv
+from .output import (
+    IMAGES_HEADER,
+    OUTPUT_HEADER,
+    ImageRow,
+    OutputRow,
+    escape_cell,
+    iter_images_csv,
+    iter_output_csv,
+)
 from .parsing import CsvIssue, CsvLimits, CsvRejected, ProductRow, parse_products
 
 __all__ = [
+    "IMAGES_HEADER",
     "OUTPUT_HEADER",
     "CsvIssue",
     "CsvLimits",
     "CsvRejected",
+    "ImageRow",
     "OutputRow",
     "ProductRow",
     "escape_cell",
+    "iter_images_csv",
     "iter_output_csv",
     "parse_products",
 ]

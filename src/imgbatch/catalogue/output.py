@@ -1,4 +1,5 @@
-"""The output CSV: one row per product, its input URLs beside the compressed ones.
+"""The output CSVs: one row per product (input URLs beside the compressed ones), and
+one row per image with what became of it (`images.csv`).
 
 Pure, no I/O, and apart from `parsing` (the upload side) because writing shares
 nothing with parsing but the column names. Cells are escaped so a spreadsheet
@@ -13,6 +14,23 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 OUTPUT_HEADER = ("S. No.", "Product Name", "Input Image Urls", "Output Image Urls")
+IMAGES_HEADER = (
+    "S. No.",
+    "Product Name",
+    "Position",
+    "Input Image Url",
+    "Output Image Url",
+    "Status",
+    "Error Code",
+    "Error Message",
+    "Input Bytes",
+    "Output Bytes",
+    "Saved Percent",
+    "Width",
+    "Height",
+    "Format",
+    "Quality",
+)
 
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 _CHUNK_CHARS = 64 * 1024
@@ -36,6 +54,27 @@ class OutputRow:
             )
 
 
+@dataclass(frozen=True)
+class ImageRow:
+    """One image of `images.csv`; None prints as an empty cell. `position` counts from 1."""
+
+    serial_number: int
+    product_name: str
+    position: int
+    input_url: str
+    output_url: str | None
+    status: str
+    error_code: str | None
+    error_message: str | None
+    bytes_in: int | None
+    bytes_out: int | None
+    saved_percent: float | None
+    width: int | None
+    height: int | None
+    format: str | None
+    quality: int | None
+
+
 def escape_cell(value: str) -> str:
     """Prefix `'` so a spreadsheet shows the text instead of running it as a formula (OWASP)."""
     return "'" + value if value.startswith(_FORMULA_PREFIXES) else value
@@ -46,16 +85,46 @@ def iter_output_csv(rows: Iterable[OutputRow]) -> Iterator[str]:
 
     Rows are read lazily, so a response can stream a large batch without holding it.
     """
+    return _chunks(OUTPUT_HEADER, (_output_cells(row) for row in rows))
+
+
+def iter_images_csv(rows: Iterable[ImageRow]) -> Iterator[str]:
+    """`images.csv` as text chunks, streamed like the output CSV."""
+    return _chunks(IMAGES_HEADER, (_image_cells(row) for row in rows))
+
+
+def _chunks(header: Sequence[str], rows: Iterable[list[str]]) -> Iterator[str]:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(OUTPUT_HEADER)
+    writer.writerow(header)
     yield _drain(buffer)
-    for row in rows:
-        writer.writerow(_output_cells(row))
+    for cells in rows:
+        writer.writerow(cells)
         if buffer.tell() >= _CHUNK_CHARS:
             yield _drain(buffer)
     if buffer.tell():
         yield _drain(buffer)
+
+
+def _image_cells(row: ImageRow) -> list[str]:
+    cells = (
+        int(row.serial_number),
+        row.product_name,
+        row.position,
+        row.input_url,
+        row.output_url,
+        row.status,
+        row.error_code,
+        row.error_message,
+        row.bytes_in,
+        row.bytes_out,
+        None if row.saved_percent is None else f"{row.saved_percent:.1f}",
+        row.width,
+        row.height,
+        row.format,
+        row.quality,
+    )
+    return [escape_cell("" if cell is None else str(cell)) for cell in cells]
 
 
 def _output_cells(row: OutputRow) -> list[str]:

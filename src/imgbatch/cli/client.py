@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +49,11 @@ def submit_csv(
     wait: bool,
     output: Path | None,
     api_key: str | None,
-    quality: int | None,
-    fmt: str | None,
+    options: dict[str, str | int | None],
 ) -> None:
     server = server.rstrip("/")
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    fields = {k: str(v) for k, v in (("quality", quality), ("format", fmt)) if v is not None}
+    fields = {name: str(value) for name, value in options.items() if value is not None}
     body, content_type = _multipart(csv_file, fields)
     status, raw = _call(
         "POST", f"{server}/api/upload", body, {**headers, "Content-Type": content_type}
@@ -81,3 +83,46 @@ def submit_csv(
     target = output or Path(f"imgbatch-{request_id}.csv")
     target.write_bytes(raw)
     typer.echo(f"{doc['status']}: {target}")
+    for line in summary(doc["savings"], doc["progress"]["failed"]):
+        typer.echo(line)
+    if doc["progress"]["failed"]:
+        for line in failure_lines(
+            _images_csv(f"{server}/api/requests/{request_id}/images.csv", headers)
+        ):
+            typer.echo(line)
+
+
+def _images_csv(url: str, headers: dict[str, str]) -> Iterator[dict[str, str]]:
+    """The rows of images.csv, read as they stream in."""
+    req = urllib.request.Request(url, headers=headers)
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        yield from csv.DictReader(io.TextIOWrapper(resp, encoding="utf-8", newline=""))
+
+
+def human_bytes(n: int) -> str:
+    """1234567 -> "1.2 MB" (decimal units, as file managers show them)."""
+    value, unit = float(n), "B"
+    for bigger in ("kB", "MB", "GB"):
+        if abs(value) < 1000:
+            break
+        value, unit = value / 1000, bigger
+    return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
+
+
+def summary(savings: dict[str, Any], failed: int) -> list[str]:
+    """What a finished request came to, in two lines."""
+    return [
+        f"images: {savings['images']} done, {failed} failed",
+        f"bytes: {human_bytes(savings['bytes_in'])} → {human_bytes(savings['bytes_out'])}, "
+        f"{savings['saved_percent']:.1f} % saved",
+    ]
+
+
+def failure_lines(rows: Iterable[dict[str, str]]) -> Iterator[str]:
+    """One line per failed image: serial number, URL, reason code and message."""
+    for row in rows:
+        if row["Status"] == "failed":
+            yield (
+                f"failed: S. No. {row['S. No.']} {row['Input Image Url']} "
+                f"{row['Error Code']}: {row['Error Message']}"
+            )

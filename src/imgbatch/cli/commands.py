@@ -181,14 +181,39 @@ def submit(
     api_key: Annotated[
         str | None, typer.Option(envvar="IMGBATCH_API_KEY", help="Bearer API key.")
     ] = None,
-    quality: Annotated[int | None, typer.Option(min=1, max=100)] = None,
+    quality: Annotated[
+        str | None, typer.Option(help="1-100, or auto (the lowest that still looks the same)")
+    ] = None,
     format: Annotated[str | None, typer.Option(help="keep, jpeg, webp, png or avif")] = None,
+    max_width: Annotated[
+        int | None, typer.Option(min=1, max=16_384, help="Scale down to fit this width.")
+    ] = None,
+    max_height: Annotated[
+        int | None, typer.Option(min=1, max=16_384, help="Scale down to fit this height.")
+    ] = None,
 ) -> None:
-    """Upload a CSV; print the request id and, with --wait, the path of the output CSV."""
+    """Upload a CSV; print the request id and, with --wait, the output CSV's path and a
+    summary: images done and failed, bytes in and out, and every failed image."""
     from .client import submit_csv
 
+    if (
+        quality is not None
+        and quality != "auto"
+        and not (quality.isdigit() and 1 <= int(quality) <= 100)
+    ):
+        raise typer.BadParameter("an integer from 1 to 100, or auto", param_hint="--quality")
     submit_csv(
-        csv_file, server, wait=wait, output=output, api_key=api_key, quality=quality, fmt=format
+        csv_file,
+        server,
+        wait=wait,
+        output=output,
+        api_key=api_key,
+        options={
+            "quality": quality,
+            "format": format,
+            "max_width": max_width,
+            "max_height": max_height,
+        },
     )
 
 

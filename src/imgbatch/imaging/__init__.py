@@ -1,31 +1,43 @@
 """Bytes and options in, bytes and facts out: the compression pipeline, pure.
 
 Holds: `compress` (the ordered steps: sniff, limit pixels before decoding, orient, convert,
-strip metadata, encode, never larger), `formats` (magic-byte sniffing, pixel limits read from
-headers), `metadata` (lossless metadata stripping that keeps ICC and orientation), and the
+resize, strip metadata, pick the quality, encode, never larger), `resizing` (the box
+arithmetic and the downscale), `autoquality` (the perceptual score and the search behind
+`quality="auto"`), `formats` (magic-byte sniffing, pixel limits read from headers),
+`metadata` (lossless metadata stripping that keeps ICC and orientation), and the
 JPEG -> JPEG fast path: `turbo` (libjpeg-turbo directly, chosen per image by a pure rule on
 the header facts read by `jpegfacts`).
-May import: Pillow, simplejpeg and `imgbatch.errors`. No network, database or storage.
+May import: Pillow, simplejpeg, numpy and `imgbatch.errors`. No network, database or storage.
 """
 
 from __future__ import annotations
 
+from .autoquality import DEFAULT_TARGET as DEFAULT_AUTO_TARGET
 from .compress import (
+    AUTO,
     BLOCKS_MAX,
     FORMATS,
+    LOSSY,
     TARGETS,
     CompressOptions,
+    CompressResult,
     compress,
     configure,
     sniff_format,
 )
 from .metadata import strip_jpeg, strip_metadata, strip_png, strip_webp
+from .resizing import MAX_SIDE
 
 __all__ = [
+    "AUTO",
     "BLOCKS_MAX",
+    "DEFAULT_AUTO_TARGET",
     "FORMATS",
+    "LOSSY",
+    "MAX_SIDE",
     "TARGETS",
     "CompressOptions",
+    "CompressResult",
     "compress",
     "configure",
     "sniff_format",

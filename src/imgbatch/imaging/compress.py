@@ -9,12 +9,15 @@ Encoder settings below were chosen by measurement (`python bench/compress.py
 --sweep`, one thread, 2 MP photographs); their comments say what the
 alternatives cost.
 
-What comes out: JPEG, WebP and AVIF re-encoded at the requested quality; PNG
-quantized to a 256-colour palette (alpha kept) when that shrinks it, else
-re-saved losslessly (quality 100: lossless only); GIF as its first frame.
-EXIF orientation is applied; EXIF, XMP and comments are dropped; an ICC profile
-is kept when it still describes the pixels (CMYK becomes sRGB). When nothing
-shrinks the input, the original bytes come back unchanged (metadata included).
+What comes out: JPEG, WebP and AVIF re-encoded at the requested quality, or with
+`quality="auto"` at the lowest quality that still meets a perceptual target
+(`autoquality`); PNG quantized to a 256-colour palette (alpha kept) when that shrinks
+it, else re-saved losslessly (quality 100: lossless only); GIF as its first frame.
+EXIF orientation is applied; then, given a box, the image is scaled down to fit inside
+it (`resizing`: JPEG decoded at reduced scale first). EXIF, XMP and comments are
+dropped; an ICC profile is kept when it still describes the pixels (CMYK becomes sRGB).
+When nothing shrinks the input and it fits the box, the original bytes come back
+unchanged (metadata included); an image that did not fit the box is always resized.
 """
 
 from __future__ import annotations
@@ -30,11 +33,14 @@ from PIL import AvifImagePlugin, ExifTags, Image, ImageCms
 from imgbatch.errors import ImageFailure
 
 from . import turbo
+from .autoquality import DEFAULT_TARGET, HIGH, MAX_RAISES, RAISE_STEP, Scorer
 from .formats import header_size, refused_format, sniff_format
 from .metadata import strip_metadata
+from .resizing import MAX_SIDE, displayed_size, downscale, fit_within
 
 FORMATS = ("jpeg", "png", "webp", "gif", "avif")
 LOSSY = ("jpeg", "webp", "avif")  # the formats with a quality scale
+AUTO = "auto"
 TARGETS = ("keep", "jpeg", "webp", "png", "avif")
 CONTENT_TYPES = {
     "jpeg": "image/jpeg",
@@ -64,28 +70,39 @@ BLOCKS_MAX = 8
 
 @dataclass(frozen=True)
 class CompressOptions:
-    """What to make of an image: quality 1..100, an output format, a pixel limit."""
+    """What to make of an image: quality 1..100 or "auto", an output format, a box to fit
+    inside (either side optional), a pixel limit, and the score `quality="auto"` aims at."""
 
-    quality: int = 50
+    quality: int | str = 50
     format: str = "keep"  # keep | jpeg | webp | png | avif
+    max_width: int | None = None
+    max_height: int | None = None
     max_pixels: int = 50_000_000
+    auto_target: float = DEFAULT_TARGET
 
     def __post_init__(self) -> None:
-        if not 1 <= self.quality <= 100:
-            raise ValueError(f"quality must be 1..100, not {self.quality}")
+        if self.quality != AUTO and not (
+            isinstance(self.quality, int) and 1 <= self.quality <= 100
+        ):
+            raise ValueError(f"quality must be 1..100 or auto, not {self.quality!r}")
         if self.format not in TARGETS:
             raise ValueError(f"format must be one of {', '.join(TARGETS)}, not {self.format!r}")
+        for side in (self.max_width, self.max_height):
+            if side is not None and not 1 <= side <= MAX_SIDE:
+                raise ValueError(f"max_width and max_height must be 1..{MAX_SIDE}, not {side}")
         if self.max_pixels < 1:
             raise ValueError("max_pixels must be positive")
+        if not 0 < self.auto_target < 1:
+            raise ValueError(f"auto_target must be between 0 and 1, not {self.auto_target}")
 
 
 @dataclass(frozen=True)
 class CompressResult:
     """The bytes to store and the facts about them.
 
-    `width`/`height` are the displayed dimensions (after EXIF orientation), also
-    when the original bytes are kept. `quality` is the quality the output was encoded
-    with: None for PNG and GIF (no quality scale) and for kept originals.
+    `width`/`height` are the displayed dimensions (after EXIF orientation and any
+    resizing), also when the original bytes are kept. `quality` is the quality the
+    output was encoded with: None for PNG, GIF and kept originals.
     """
 
     data: bytes
@@ -98,6 +115,7 @@ class CompressResult:
     bytes_out: int
     kept_original: bool
     quality: int | None = None
+    resized: bool = False
 
 
 def configure() -> None:
@@ -125,6 +143,10 @@ class _Context:
     encoded: bytes | None = None
     kept_original: bool = False
     oriented: bool = False  # the EXIF orientation tag asked for a rotation or flip
+    orientation: int | None = None  # the EXIF orientation tag, read before decoding
+    fit: tuple[int, int] | None = None  # displayed size to scale down to, if any
+    quality: int | None = None  # the quality lossy outputs are encoded with
+    scorer: Scorer | None = None  # quality=auto: the input's reference, kept for checks
 
     @property
     def im(self) -> Image.Image:
@@ -168,10 +190,31 @@ def _limit_pixels(ctx: _Context) -> None:
         raise _too_many_pixels(width, height, ctx.options.max_pixels)
 
 
+def _read_orientation(ctx: _Context) -> None:
+    try:
+        orientation = ctx.im.getexif().get(ExifTags.Base.Orientation)
+    except Exception:  # unreadable EXIF: nothing to apply, and it is stripped anyway
+        return
+    ctx.orientation = orientation if isinstance(orientation, int) else None
+
+
+def _plan_fit(ctx: _Context) -> None:
+    """The box applies to the displayed image; a JPEG reduced 2x or more decodes at
+    1/2, 1/4 or 1/8 scale in the DCT domain (never below the final size)."""
+    options = ctx.options
+    if options.max_width is None and options.max_height is None:
+        return
+    shown = displayed_size(*ctx.im.size, ctx.orientation)
+    ctx.fit = fit_within(*shown, options.max_width, options.max_height)
+    if ctx.fit is not None and ctx.source == "jpeg":
+        ctx.im.draft(None, displayed_size(*ctx.fit, ctx.orientation))
+
+
 def _choose_target(ctx: _Context) -> None:
     target = ctx.source if ctx.options.format == "keep" else ctx.options.format
     # A format that cannot hold the image falls back to the source format.
-    ctx.target = target if max(ctx.im.size) <= _MAX_SIDE[target] else ctx.source
+    size = ctx.fit or ctx.im.size
+    ctx.target = target if max(size) <= _MAX_SIDE[target] else ctx.source
 
 
 def _decode(ctx: _Context) -> None:
@@ -191,11 +234,7 @@ _TRANSPOSE = {
 
 
 def _orient(ctx: _Context) -> None:
-    try:
-        orientation = ctx.im.getexif().get(ExifTags.Base.Orientation)
-    except Exception:  # unreadable EXIF: nothing to apply, and it is stripped anyway
-        return
-    method = _TRANSPOSE.get(orientation) if isinstance(orientation, int) else None
+    method = _TRANSPOSE.get(ctx.orientation) if ctx.orientation is not None else None
     if method is None:
         return
     ctx.image = ctx.im.transpose(method)
@@ -237,6 +276,11 @@ def _drop_opaque_alpha(ctx: _Context) -> None:
     if mode not in ("RGBA", "LA") or ctx.im.getchannel("A").getextrema() != (255, 255):
         return
     ctx.image = ctx.im.convert(mode[:-1])
+
+
+def _resize(ctx: _Context) -> None:
+    if ctx.fit is not None:
+        ctx.image = downscale(ctx.im, ctx.fit)
 
 
 def _fit_mode(ctx: _Context) -> None:
@@ -285,7 +329,8 @@ def _strip_metadata(ctx: _Context) -> None:
 
 def _quantize_png(ctx: _Context) -> None:
     """PNG: a palette of `PNG_COLOURS` (transparency kept) when that shrinks the input."""
-    if ctx.target != "png" or ctx.options.quality >= 100 or ctx.im.mode not in ("RGB", "RGBA"):
+    lossless = ctx.options.quality != AUTO and ctx.options.quality == 100
+    if ctx.target != "png" or lossless or ctx.im.mode not in ("RGB", "RGBA"):
         return
     palette = ctx.im.quantize(PNG_COLOURS, method=PNG_QUANTIZE)
     if ctx.im.mode == "RGBA":
@@ -307,23 +352,56 @@ def _snap_alpha(palette: Image.Image, within: int = 8) -> None:
     palette.putpalette(entries, "RGBA")
 
 
+def _lossy(im: Image.Image, fmt: str, quality: int, icc: bytes | None = None) -> bytes:
+    if fmt == "jpeg":
+        return _save(im, "jpeg", icc, quality=quality, optimize=JPEG_OPTIMIZE)
+    if fmt == "webp":
+        return _save(im, "webp", icc, quality=quality, method=WEBP_METHOD)
+    return _save(im, "avif", icc, quality=quality, speed=AVIF_SPEED)
+
+
+def _pick_quality(ctx: _Context) -> None:
+    """A fixed quality, or `auto`: the lowest that meets the target (`autoquality`)."""
+    if ctx.encoded is not None or ctx.target not in LOSSY:
+        return
+    if ctx.options.quality != AUTO:
+        ctx.quality = int(ctx.options.quality)
+        return
+    ctx.scorer = Scorer(ctx.im)
+    target = ctx.target
+    found = ctx.scorer.find(lambda im, q: _lossy(im, target, q), ctx.options.auto_target)
+    ctx.quality = found.quality
+
+
 def _encode(ctx: _Context) -> None:
     if ctx.encoded is not None:
         return
-    q, icc = ctx.options.quality, ctx.icc_profile
-    if ctx.target == "jpeg":
-        ctx.encoded = _save(ctx.im, "jpeg", icc, quality=q, optimize=JPEG_OPTIMIZE)
-    elif ctx.target == "webp":
-        ctx.encoded = _save(ctx.im, "webp", icc, quality=q, method=WEBP_METHOD)
-    elif ctx.target == "avif":
-        ctx.encoded = _save(ctx.im, "avif", icc, quality=q, speed=AVIF_SPEED)
+    icc = ctx.icc_profile
+    if ctx.quality is not None:
+        ctx.encoded = _lossy(ctx.im, ctx.target, ctx.quality, icc)
     elif ctx.target == "png":  # lossless: quantizing did not apply or did not shrink it
         ctx.encoded = _save(ctx.im, "png", icc, compress_level=PNG_COMPRESS_LEVEL)
     else:
         ctx.encoded = _save(ctx.im, "gif", None)
 
 
+def _check_auto(ctx: _Context) -> None:
+    """WebP and AVIF were searched on a mosaic, which they code a little differently from
+    the whole image: score the real output and raise the quality while it misses.
+    (JPEG codes the mosaic's tiles exactly as in the image; see `autoquality`.)"""
+    if ctx.scorer is None or ctx.target == "jpeg" or ctx.encoded is None:
+        return
+    assert ctx.quality is not None
+    for _ in range(MAX_RAISES):
+        if ctx.quality >= HIGH or ctx.scorer.score_image(ctx.encoded) >= ctx.options.auto_target:
+            return
+        ctx.quality = min(HIGH, ctx.quality + RAISE_STEP)
+        ctx.encoded = _lossy(ctx.im, ctx.target, ctx.quality, ctx.icc_profile)
+
+
 def _never_larger(ctx: _Context) -> None:
+    if ctx.fit is not None:  # the original does not fit the box: the resized one it is
+        return
     if ctx.encoded is not None and len(ctx.encoded) < len(ctx.data):
         return
     # Keep the original pixels, but not its EXIF/XMP/comments (GPS, serial numbers) —
@@ -337,16 +415,21 @@ _PIPELINE: tuple[Callable[[_Context], None], ...] = (
     _limit_header,
     _open,
     _limit_pixels,
+    _read_orientation,
+    _plan_fit,
     _choose_target,
     _decode,
     _orient,
     _cmyk_to_rgb,
     _to_8_bit,
     _drop_opaque_alpha,
+    _resize,
     _fit_mode,
     _strip_metadata,
     _quantize_png,
+    _pick_quality,
     _encode,
+    _check_auto,
     _never_larger,
 )
 
@@ -396,14 +479,30 @@ def compress(data: bytes, options: CompressOptions = CompressOptions()) -> Compr
         bytes_in=len(data),
         bytes_out=len(ctx.encoded),
         kept_original=ctx.kept_original,
-        quality=None if ctx.kept_original or fmt not in LOSSY else ctx.options.quality,
+        quality=None if ctx.kept_original else ctx.quality,
+        resized=ctx.fit is not None,
     )
+
+
+def _may_resize(data: bytes, options: CompressOptions) -> bool:
+    """Whether a box is set that the JPEG may not fit in either orientation (the EXIF one
+    is not read here): such an image takes the pipeline, which resizes."""
+    if options.max_width is None and options.max_height is None:
+        return False
+    size = header_size(data, "jpeg")
+    if size is None:
+        return True
+    w, h = size
+    box = (options.max_width, options.max_height)
+    return fit_within(w, h, *box) is not None or fit_within(h, w, *box) is not None
 
 
 def _fast_jpeg(data: bytes, options: CompressOptions) -> CompressResult | None:
     """JPEG to JPEG at a fixed quality, no resize: libjpeg-turbo directly (`turbo`), with
     the same guarantees; None sends the image through `_PIPELINE`."""
-    if not turbo.applies(sniff_format(data), options.format, options.quality, resize=False):
+    if not turbo.applies(
+        sniff_format(data), options.format, options.quality, _may_resize(data, options)
+    ):
         return None
     fast = turbo.compress_jpeg(data, options.quality, options.max_pixels)
     if fast is None:

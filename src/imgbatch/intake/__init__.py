@@ -7,12 +7,20 @@ May import: the catalogue (parsing), the ledger, fetching (URL checks), imaging 
 
 from __future__ import annotations
 
-from .upload import OUTPUT_FORMATS, accept_upload, parse_format, parse_quality, validate_webhook_url
+from .upload import (
+    OUTPUT_FORMATS,
+    accept_upload,
+    parse_format,
+    parse_quality,
+    parse_side,
+    validate_webhook_url,
+)
 
 __all__ = [
     "OUTPUT_FORMATS",
     "accept_upload",
     "parse_format",
     "parse_quality",
+    "parse_side",
     "validate_webhook_url",
 ]

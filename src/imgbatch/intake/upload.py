@@ -10,7 +10,7 @@ from imgbatch.catalogue import CsvLimits, CsvRejected, parse_products
 from imgbatch.context import Context
 from imgbatch.errors import ApiError, ImageFailure
 from imgbatch.fetching import check_webhook_url
-from imgbatch.imaging import TARGETS
+from imgbatch.imaging import AUTO, MAX_SIDE, TARGETS
 from imgbatch.ledger import create_request
 
 log = logging.getLogger(__name__)
@@ -37,16 +37,31 @@ def csv_limits(ctx: Context) -> CsvLimits:
     )
 
 
-def parse_quality(value: str | int | None, default: int) -> int:
+def parse_quality(value: str | int | None, default: int | str) -> int | str:
+    """1..100, or "auto" (the lowest quality that still meets the perceptual target)."""
     if value is None or value == "":
         return default
+    if isinstance(value, str) and value.strip().lower() == AUTO:
+        return AUTO
     try:
         quality = int(value)
     except (TypeError, ValueError):
-        raise ApiError(400, "bad_field", "quality must be an integer from 1 to 100") from None
+        raise ApiError(
+            400, "bad_field", "quality must be an integer from 1 to 100, or auto"
+        ) from None
     if not 1 <= quality <= 100:
-        raise ApiError(400, "bad_field", "quality must be an integer from 1 to 100")
+        raise ApiError(400, "bad_field", "quality must be an integer from 1 to 100, or auto")
     return quality
+
+
+def parse_side(name: str, value: str | int | None, default: int | None) -> int | None:
+    """`max_width` / `max_height`: a whole number of pixels, 1..MAX_SIDE; empty: the default."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return default
+    text = str(value).strip()
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_SIDE:
+        raise ApiError(400, "bad_field", f"{name} must be an integer from 1 to {MAX_SIDE}")
+    return int(text)
 
 
 def parse_format(value: str | None) -> str:
@@ -75,10 +90,12 @@ def accept_upload(
     ctx: Context,
     data: bytes,
     *,
-    quality: int,
+    quality: int | str,
     output_format: str,
     webhook_url: str | None,
     owner: str | None,
+    max_width: int | None = None,
+    max_height: int | None = None,
 ) -> Accepted:
     """Parse and validate; on success write the ledger and enqueue the images as jobs."""
     try:
@@ -98,6 +115,8 @@ def accept_upload(
         output_format=output_format,
         webhook_url=webhook_url,
         owner=owner,
+        max_width=max_width,
+        max_height=max_height,
     )
     try:
         ctx.queue.enqueue(image_ids)

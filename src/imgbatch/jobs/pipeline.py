@@ -132,9 +132,12 @@ def _failed(claimed: ClaimedImage, exc: Exception, started: float) -> _Outcome:
 def _compress(ctx: Context, claimed: ClaimedImage, data: bytes, started: float) -> _Outcome:
     """Compress downloaded bytes into the image's result and the object to store."""
     options = imaging.CompressOptions(
-        quality=int(claimed.quality),  # "auto" arrives with the quality search
+        quality=claimed.quality,
         format=claimed.output_format,
+        max_width=claimed.max_width,
+        max_height=claimed.max_height,
         max_pixels=ctx.settings.max_pixels,
+        auto_target=ctx.settings.auto_quality_target,
     )
     try:
         result = imaging.compress(data, options)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from .status import (
     get_request,
     image_document,
+    iter_image_rows,
     iter_output_rows,
     request_options,
     status_document,
@@ -18,6 +19,7 @@ from .status import (
 __all__ = [
     "get_request",
     "image_document",
+    "iter_image_rows",
     "iter_output_rows",
     "request_options",
     "status_document",

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import select
 
 from imgbatch import ledger
-from imgbatch.catalogue import OutputRow
+from imgbatch.catalogue import ImageRow, OutputRow
 from imgbatch.context import Context
 from imgbatch.errors import ApiError
 from imgbatch.ledger import Image, Product, Request, isoformat
@@ -168,4 +168,38 @@ def iter_output_rows(ctx: Context, request_id: str) -> Iterator[OutputRow]:
                 input_urls=[i.input_url for i in images],
                 output_urls=[i.output_url if i.status == st.DONE else None for i in images],
             )
+        start += PAGE
+
+
+def iter_image_rows(ctx: Context, request_id: str) -> Iterator[ImageRow]:
+    """Every image in input order (product, then position), its current state; paged reads."""
+    start = 0
+    while page := _products_page(ctx, request_id, start, PAGE):
+        for product, images in page:
+            for image in images:
+                facts = image_document(image)
+                done = image.status == st.DONE
+                saved = (
+                    st.Savings(1, image.bytes_in, image.bytes_out).saved_percent
+                    if done and image.bytes_in is not None and image.bytes_out is not None
+                    else None
+                )
+                error = facts["error"] or {}
+                yield ImageRow(
+                    serial_number=product.serial_number,
+                    product_name=product.name,
+                    position=image.position + 1,
+                    input_url=image.input_url,
+                    output_url=facts["output_url"],
+                    status=image.status,
+                    error_code=error.get("code"),
+                    error_message=error.get("message"),
+                    bytes_in=facts["bytes_in"],
+                    bytes_out=facts["bytes_out"],
+                    saved_percent=saved,
+                    width=facts["width"],
+                    height=facts["height"],
+                    format=facts["format"],
+                    quality=facts["quality"],
+                )
         start += PAGE

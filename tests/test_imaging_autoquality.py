@@ -1,0 +1,216 @@
+"""imaging.autoquality and quality="auto" in imaging.compress: the score, the sample, the
+search (bounded, monotone in the target) and what it picks for contrasting images."""
+
+from __future__ import annotations
+
+import importlib
+import io
+import random
+
+import numpy as np
+import pytest
+import skimage.data
+from PIL import Image
+
+from imgbatch.imaging import CompressOptions, compress
+from imgbatch.imaging.autoquality import (
+    HIGH,
+    LOW,
+    MAX_RAISES,
+    MAX_TRIES,
+    SAMPLE_PIXELS,
+    TILE,
+    Reference,
+    Scorer,
+    luma_tiles,
+    plan_sample,
+    search,
+)
+
+compress_module = importlib.import_module("imgbatch.imaging.compress")  # the face shadows it
+
+
+def encode(im: Image.Image, fmt: str, **params: object) -> bytes:
+    out = io.BytesIO()
+    im.save(out, fmt, **params)
+    return out.getvalue()
+
+
+def jpeg(im: Image.Image, quality: int) -> bytes:
+    return encode(im, "JPEG", quality=quality)
+
+
+@pytest.fixture(scope="module")
+def photo() -> Image.Image:
+    """A real photograph at ~1.1 MP, so scoring samples tiles."""
+    return Image.fromarray(skimage.data.astronaut()).resize((1200, 900), Image.Resampling.LANCZOS)
+
+
+def flat_colour() -> Image.Image:
+    """A plain product colour with soft shading: what a flat-colour packshot is made of."""
+    y, x = np.mgrid[0:600, 0:800]
+    shade = 180 + 30 * np.exp(-((x - 400) ** 2 + (y - 300) ** 2) / 2e5)
+    rgb = np.dstack([shade, shade * 0.55, shade * 0.35]).clip(0, 255).astype(np.uint8)
+    return Image.fromarray(rgb)
+
+
+def textured() -> Image.Image:
+    """A fine, high-contrast weave with grain: a detailed fabric photo."""
+    rng = np.random.default_rng(7)
+    y, x = np.mgrid[0:600, 0:800]
+    weave = 60 * np.sign(np.sin(x * 1.9) * np.sin(y * 1.7))
+    grey = (128 + weave + rng.normal(0, 25, weave.shape)).clip(0, 255)
+    return Image.fromarray(np.dstack([grey, grey * 0.9, grey * 0.8]).astype(np.uint8))
+
+
+# --- score and sample ----------------------------------------------------------------------------
+
+
+def test_identical_images_score_one_and_damage_lowers_the_score(photo: Image.Image) -> None:
+    scorer = Scorer(photo)
+    assert scorer.score_image(encode(photo, "PNG")) == pytest.approx(1.0, abs=1e-6)
+    scores = [scorer.score_image(jpeg(photo, q)) for q in (20, 50, 90)]
+    assert scores[0] < scores[1] < scores[2] < 1.0
+
+
+def test_flat_windows_do_not_count_and_an_all_flat_image_scores_one() -> None:
+    flat = Image.new("L", (64, 64), 200)
+    assert Scorer(flat).score_image(jpeg(flat, 5)) == 1.0
+    half = Image.new("L", (256, 256), 255)  # a white page with a small textured product
+    rng = np.random.default_rng(1)
+    half.paste(Image.fromarray(rng.integers(0, 255, (64, 64), dtype=np.uint8)), (96, 96))
+    whole = Reference(luma_tiles(half, plan_sample(256, 256)))
+    damaged = luma_tiles(Image.open(io.BytesIO(jpeg(half, 20))), plan_sample(256, 256))
+    # only the product's windows count, so the white page does not vouch for it
+    assert whole.score(damaged) < 0.9
+
+
+def test_the_sample_is_a_spread_lattice_within_the_budget() -> None:
+    assert plan_sample(500, 500).tiles is None  # small: the whole image
+    sample = plan_sample(4000, 3000)
+    assert sample.tiles is not None
+    assert sample.pixels <= SAMPLE_PIXELS and len(sample.tiles) > 200
+    xs = {x for x, _ in sample.tiles}
+    ys = {y for _, y in sample.tiles}
+    assert all(x % 16 == 0 and y % 16 == 0 for x, y in sample.tiles)  # on the JPEG grid
+    assert max(x for x in xs) + TILE <= 4000 and max(ys) + TILE <= 3000
+    assert min(xs) < 400 and max(xs) > 3400 and min(ys) < 300 and max(ys) > 2500
+
+
+def test_a_jpeg_mosaic_scores_exactly_as_the_whole_image(photo: Image.Image) -> None:
+    scorer = Scorer(photo)
+    assert scorer.sample.tiles is not None
+    for q in (30, 60, 85):
+        assert scorer.score_mosaic(jpeg(scorer.tiles, q)) == pytest.approx(
+            scorer.score_image(jpeg(photo, q)), abs=1e-4
+        )
+
+
+# --- the search ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_search_is_bounded_and_finds_a_passing_quality(seed: int) -> None:
+    rnd = random.Random(seed)
+    steep, offset = rnd.uniform(8, 40), rnd.uniform(0, 5)
+    calls: list[int] = []
+
+    def measure(q: int) -> float:
+        calls.append(q)
+        return 1 - 0.1 * float(np.exp(-(q - 20) / steep)) - offset * 1e-3
+
+    target = rnd.uniform(0.95, 0.995)
+    found = search(measure, target)
+    assert len(calls) <= MAX_TRIES + 1 and len(set(calls)) == len(calls)
+    assert LOW <= found.quality <= HIGH
+    lowest = next((q for q in range(LOW, HIGH + 1) if measure(q) >= target), None)
+    calls.clear()
+    if lowest is None:
+        assert found.quality == HIGH
+    else:
+        assert found.score >= target
+        assert found.quality - lowest <= 2  # exact, or nearly when the tries ran out
+
+
+def test_search_is_monotone_in_the_target() -> None:
+    def measure(q: int) -> float:
+        return 1 - 0.1 * float(np.exp(-(q - 20) / 18))
+
+    chosen = [search(measure, t).quality for t in np.linspace(0.9, 0.999, 60)]
+    assert chosen == sorted(chosen) and chosen[0] == LOW and chosen[-1] == HIGH
+
+
+def test_search_gives_the_top_when_nothing_passes_and_the_bottom_when_all_do() -> None:
+    assert search(lambda q: 0.5, 0.97).quality == HIGH
+    every = search(lambda q: 1.0, 0.97)
+    assert every.quality == LOW and len(every.tried) <= 3
+
+
+def test_real_images_pick_higher_qualities_for_higher_targets(photo: Image.Image) -> None:
+    chosen = [
+        compress(jpeg(photo, 95), CompressOptions(quality="auto", auto_target=t)).quality
+        for t in (0.9, 0.95, 0.97, 0.985)
+    ]
+    assert chosen == sorted(chosen) and chosen[0] < chosen[-1]
+
+
+# --- through compress ----------------------------------------------------------------------------
+
+
+def test_flat_colour_gets_a_lower_quality_than_texture() -> None:
+    auto = CompressOptions(quality="auto")
+    flat = compress(jpeg(flat_colour(), 95), auto)
+    busy = compress(jpeg(textured(), 95), auto)
+    assert flat.quality is not None and busy.quality is not None
+    assert flat.quality < busy.quality
+    assert flat.quality == LOW and busy.quality >= LOW + 20
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "webp", "avif"])
+def test_every_auto_output_meets_the_target(photo: Image.Image, fmt: str) -> None:
+    source = photo.resize((600, 450)) if fmt == "avif" else photo  # AVIF encodes slowly
+    result = compress(jpeg(source, 95), CompressOptions(quality="auto", format=fmt))
+    assert result.format == fmt and result.quality is not None
+    assert LOW <= result.quality <= HIGH
+    assert Scorer(source).score_image(result.data) >= CompressOptions().auto_target
+
+
+@pytest.mark.parametrize(("fmt", "extra"), [("jpeg", 0), ("webp", MAX_RAISES)])
+def test_auto_encodes_a_bounded_number_of_times(
+    photo: Image.Image, monkeypatch: pytest.MonkeyPatch, fmt: str, extra: int
+) -> None:
+    sizes: list[tuple[int, int]] = []
+    real = compress_module._lossy
+
+    def counting(im: Image.Image, f: str, quality: int, icc: bytes | None = None) -> bytes:
+        sizes.append(im.size)
+        return real(im, f, quality, icc)
+
+    monkeypatch.setattr(compress_module, "_lossy", counting)
+    result = compress(jpeg(photo, 95), CompressOptions(quality="auto", format=fmt))
+    whole = [s for s in sizes if s == photo.size]
+    assert 1 <= len(whole) <= 1 + extra  # the output itself (WebP: raised at most twice)
+    assert len(sizes) - len(whole) <= MAX_TRIES + 1  # mosaics only, each far smaller
+    assert result.quality is not None
+
+
+def test_png_and_gif_keep_their_treatment_under_auto(photo: Image.Image) -> None:
+    png = compress(encode(photo, "PNG"), CompressOptions(quality="auto"))
+    assert png.format == "png" and png.quality is None
+    assert Image.open(io.BytesIO(png.data)).mode == "P"  # quantized, as below quality 100
+    gif = compress(encode(photo.quantize(64), "GIF"), CompressOptions(quality="auto"))
+    assert gif.format == "gif" and gif.quality is None
+
+
+def test_a_fixed_quality_is_reported_and_a_kept_original_has_none(photo: Image.Image) -> None:
+    assert compress(jpeg(photo, 95), CompressOptions(quality=70)).quality == 70
+    kept = compress(jpeg(photo, 10), CompressOptions(quality=90))
+    assert kept.kept_original and kept.quality is None
+
+
+def test_auto_options_are_checked() -> None:
+    for bad in ("best", 0, 101):
+        with pytest.raises(ValueError, match="quality"):
+            CompressOptions(quality=bad)
+    with pytest.raises(ValueError, match="auto_target"):
+        CompressOptions(quality="auto", auto_target=1.0)
