@@ -3,7 +3,6 @@ search (bounded, monotone in the target) and what it picks for contrasting image
 
 from __future__ import annotations
 
-import importlib
 import io
 import random
 
@@ -12,7 +11,7 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from imgbatch.imaging import CompressOptions, compress
+from imgbatch.imaging import CompressOptions, compress, encoders
 from imgbatch.imaging.autoquality import (
     HIGH,
     LOW,
@@ -26,8 +25,6 @@ from imgbatch.imaging.autoquality import (
     plan_sample,
     search,
 )
-
-compress_module = importlib.import_module("imgbatch.imaging.compress")  # the face shadows it
 
 
 def encode(im: Image.Image, fmt: str, **params: object) -> bytes:
@@ -180,13 +177,13 @@ def test_auto_encodes_a_bounded_number_of_times(
     photo: Image.Image, monkeypatch: pytest.MonkeyPatch, fmt: str, extra: int
 ) -> None:
     sizes: list[tuple[int, int]] = []
-    real = compress_module._lossy
+    real = encoders.lossy
 
     def counting(im: Image.Image, f: str, quality: int, icc: bytes | None = None) -> bytes:
         sizes.append(im.size)
         return real(im, f, quality, icc)
 
-    monkeypatch.setattr(compress_module, "_lossy", counting)
+    monkeypatch.setattr(encoders, "lossy", counting)
     result = compress(jpeg(photo, 95), CompressOptions(quality="auto", format=fmt))
     whole = [s for s in sizes if s == photo.size]
     assert 1 <= len(whole) <= 1 + extra  # the output itself (WebP: raised at most twice)

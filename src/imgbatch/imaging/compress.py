@@ -32,8 +32,9 @@ from PIL import AvifImagePlugin, ExifTags, Image, ImageCms
 
 from imgbatch.errors import ImageFailure
 
-from . import turbo
+from . import encoders, turbo
 from .autoquality import DEFAULT_TARGET, HIGH, MAX_RAISES, RAISE_STEP, Scorer
+from .encoders import PILLOW_NAMES
 from .formats import header_size, refused_format, sniff_format
 from .metadata import strip_metadata
 from .resizing import MAX_SIDE, displayed_size, downscale, fit_within
@@ -50,19 +51,9 @@ CONTENT_TYPES = {
     "avif": "image/avif",
 }
 EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp", "gif": "gif", "avif": "avif"}
-_PILLOW_NAMES = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "gif": "GIF", "avif": "AVIF"}
 # Largest side each encoder can write (AVIF: what libavif will decode again).
 _MAX_SIDE = {"jpeg": 65_500, "png": 2**31 - 1, "webp": 16_383, "gif": 65_535, "avif": 32_768}
 
-# --- encoder settings, chosen by measurement (2 MP photos, one thread, CPU ms) ---
-JPEG_OPTIMIZE = False  # Huffman optimisation: -8 % bytes for +40 % decode+encode time
-WEBP_METHOD = 2  # 39 ms vs 103 ms for the default 4, +9 % bytes; 0-1: +19-28 % bytes
-AVIF_SPEED = 8  # 167 ms; 6 (default): 552 ms, -15 % bytes; 7: slower, same size; 9: 59 ms, +6 %
-PNG_COMPRESS_LEVEL = 6  # zlib level; 9 (what optimize=True means) is 3-5x slower for 2-3 %
-PNG_COLOURS = 256
-# FASTOCTREE: 66 ms; MEDIANCUT 264 ms and +35 % bytes, RGB only; MAXCOVERAGE 1.2 s;
-# libimagequant is not in this Pillow (via libvips: 234 ms, +33 % bytes, better PSNR).
-PNG_QUANTIZE = Image.Quantize.FASTOCTREE
 # Keep freed 16 MiB image blocks for reuse (RSS up to +128 MiB): in a fresh process
 # JPEG 12 MP 62 -> 44 ms, WebP 2 MP 75 -> 58 ms; PNG -3 %, AVIF unchanged.
 BLOCKS_MAX = 8
@@ -181,7 +172,7 @@ def _limit_header(ctx: _Context) -> None:
 
 def _open(ctx: _Context) -> None:
     # Parses the header only; errors are mapped by `compress`.
-    ctx.image = Image.open(io.BytesIO(ctx.data), formats=[_PILLOW_NAMES[ctx.source]])
+    ctx.image = Image.open(io.BytesIO(ctx.data), formats=[PILLOW_NAMES[ctx.source]])
 
 
 def _limit_pixels(ctx: _Context) -> None:
@@ -328,36 +319,18 @@ def _strip_metadata(ctx: _Context) -> None:
 
 
 def _quantize_png(ctx: _Context) -> None:
-    """PNG: a palette of `PNG_COLOURS` (transparency kept) when that shrinks the input."""
+    """PNG: a palette of `encoders.PNG_COLOURS` (transparency kept) when that shrinks the input."""
     lossless = ctx.options.quality != AUTO and ctx.options.quality == 100
     if ctx.target != "png" or lossless or ctx.im.mode not in ("RGB", "RGBA"):
         return
-    palette = ctx.im.quantize(PNG_COLOURS, method=PNG_QUANTIZE)
+    palette = ctx.im.quantize(encoders.PNG_COLOURS, method=encoders.PNG_QUANTIZE)
     if ctx.im.mode == "RGBA":
-        _snap_alpha(palette)
-    encoded = _save(palette, "png", ctx.icc_profile, compress_level=PNG_COMPRESS_LEVEL)
+        encoders.snap_alpha(palette)
+    encoded = encoders.save(
+        palette, "png", ctx.icc_profile, compress_level=encoders.PNG_COMPRESS_LEVEL
+    )
     if len(encoded) < len(ctx.data):
         ctx.encoded = encoded
-
-
-def _snap_alpha(palette: Image.Image, within: int = 8) -> None:
-    """Make near-opaque and near-clear palette entries exact: the octree averages alpha
-    too, which would leave an opaque product at alpha 252 (faintly see-through)."""
-    entries = palette.getpalette("RGBA") or []
-    for i in range(3, len(entries), 4):
-        if entries[i] >= 255 - within:
-            entries[i] = 255
-        elif entries[i] <= within:
-            entries[i] = 0
-    palette.putpalette(entries, "RGBA")
-
-
-def _lossy(im: Image.Image, fmt: str, quality: int, icc: bytes | None = None) -> bytes:
-    if fmt == "jpeg":
-        return _save(im, "jpeg", icc, quality=quality, optimize=JPEG_OPTIMIZE)
-    if fmt == "webp":
-        return _save(im, "webp", icc, quality=quality, method=WEBP_METHOD)
-    return _save(im, "avif", icc, quality=quality, speed=AVIF_SPEED)
 
 
 def _pick_quality(ctx: _Context) -> None:
@@ -369,7 +342,7 @@ def _pick_quality(ctx: _Context) -> None:
         return
     ctx.scorer = Scorer(ctx.im)
     target = ctx.target
-    found = ctx.scorer.find(lambda im, q: _lossy(im, target, q), ctx.options.auto_target)
+    found = ctx.scorer.find(lambda im, q: encoders.lossy(im, target, q), ctx.options.auto_target)
     ctx.quality = found.quality
 
 
@@ -378,11 +351,11 @@ def _encode(ctx: _Context) -> None:
         return
     icc = ctx.icc_profile
     if ctx.quality is not None:
-        ctx.encoded = _lossy(ctx.im, ctx.target, ctx.quality, icc)
+        ctx.encoded = encoders.lossy(ctx.im, ctx.target, ctx.quality, icc)
     elif ctx.target == "png":  # lossless: quantizing did not apply or did not shrink it
-        ctx.encoded = _save(ctx.im, "png", icc, compress_level=PNG_COMPRESS_LEVEL)
+        ctx.encoded = encoders.save(ctx.im, "png", icc, compress_level=encoders.PNG_COMPRESS_LEVEL)
     else:
-        ctx.encoded = _save(ctx.im, "gif", None)
+        ctx.encoded = encoders.save(ctx.im, "gif", None)
 
 
 def _check_auto(ctx: _Context) -> None:
@@ -396,7 +369,7 @@ def _check_auto(ctx: _Context) -> None:
         if ctx.quality >= HIGH or ctx.scorer.score_image(ctx.encoded) >= ctx.options.auto_target:
             return
         ctx.quality = min(HIGH, ctx.quality + RAISE_STEP)
-        ctx.encoded = _lossy(ctx.im, ctx.target, ctx.quality, ctx.icc_profile)
+        ctx.encoded = encoders.lossy(ctx.im, ctx.target, ctx.quality, ctx.icc_profile)
 
 
 def _never_larger(ctx: _Context) -> None:
@@ -432,19 +405,6 @@ _PIPELINE: tuple[Callable[[_Context], None], ...] = (
     _check_auto,
     _never_larger,
 )
-
-
-def _save(im: Image.Image, fmt: str, icc_profile: bytes | None, **params: Any) -> bytes:
-    if icc_profile:
-        params["icc_profile"] = icc_profile
-    out = io.BytesIO()
-    try:
-        im.save(out, _PILLOW_NAMES[fmt], **params)
-    except MemoryError:
-        raise
-    except Exception as exc:  # the input decoded, so this one is ours
-        raise ImageFailure("internal", f"could not encode {fmt}: {exc}") from exc
-    return out.getvalue()
 
 
 def compress(data: bytes, options: CompressOptions = CompressOptions()) -> CompressResult:
@@ -504,7 +464,10 @@ def _fast_jpeg(data: bytes, options: CompressOptions) -> CompressResult | None:
         sniff_format(data), options.format, options.quality, _may_resize(data, options)
     ):
         return None
-    fast = turbo.compress_jpeg(data, options.quality, options.max_pixels)
+    quality = options.quality
+    if not isinstance(quality, int):  # "auto" searches, which the fast path does not
+        return None
+    fast = turbo.compress_jpeg(data, quality, options.max_pixels)
     if fast is None:
         return None
     return CompressResult(
@@ -517,5 +480,5 @@ def _fast_jpeg(data: bytes, options: CompressOptions) -> CompressResult | None:
         bytes_in=len(data),
         bytes_out=len(fast.data),
         kept_original=fast.kept_original,
-        quality=None if fast.kept_original else options.quality,
+        quality=None if fast.kept_original else quality,
     )
