@@ -22,7 +22,7 @@ run: install
 test: install services
 	$(BIN)/ruff check src tests
 	$(BIN)/mypy src
-	$(BIN)/lint-imports
+	$(BIN)/lint-imports --no-logo
 	$(BIN)/pytest
 
 services:
@@ -32,7 +32,7 @@ lint: install
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy src
-	$(BIN)/lint-imports
+	$(BIN)/lint-imports --no-logo
 
 bench: install
 	bash scripts/system-packages.sh --bench
