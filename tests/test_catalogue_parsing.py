@@ -208,7 +208,7 @@ def test_empty_product_names_are_rejected(name: str) -> None:
         ("http://img.example.com/a\tb.jpg", "whitespace"),
         ("http://img.example.com/a\u200bb.jpg", "whitespace"),
         ("http://img.example.com/\u202egpj.exe", "whitespace"),
-        (f"{A}\n{B}", "whitespace"),  # newline-separated instead of comma-separated
+        (f"{A}\nimg.example.com/b.png", "whitespace"),  # not every line is a URL
     ],
 )
 def test_bad_urls_are_rejected(url: str, why: str) -> None:
@@ -301,7 +301,7 @@ def test_error_cap_is_configurable_and_exact_counts_are_not_truncated() -> None:
     "header",
     [
         "Id,Product Name,Input Image Urls",
-        "S. No.,Name,Input Image Urls",
+        "S. No.,Label,Input Image Urls",
         "S. No.,Product Name,Output Image Urls",
         "Product Name,S. No.,Input Image Urls",
         "S. No.,Product Name",

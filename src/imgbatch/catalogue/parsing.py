@@ -13,26 +13,14 @@ import csv
 import io
 import re
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
-SERIAL = "S. No."
-NAME = "Product Name"
-URLS = "Input Image Urls"
-INPUT_HEADER = (SERIAL, NAME, URLS)
+from .cells import LOOKS_LIKE_URL, BadCell, is_list_cell, split_urls, url_problem
+from .headers import NAME, SERIAL, URLS, Header, read_header
+from .problems import CsvIssue, CsvRejected, preview
 
-# Header cells are compared after `_normalise_header`.
-_HEADER_SPELLINGS: tuple[frozenset[str], ...] = (
-    frozenset({"sno", "srno", "slno", "serialno", "serialnumber"}),
-    frozenset({"productname"}),
-    frozenset({"inputimageurls", "inputimageurl", "imageurls", "imageurl"}),
-)
-_HEADER_EXAMPLES = (
-    "S. No., S.No, Sr. No., Serial Number, Serial No",
-    "Product Name",
-    "Input Image Urls, Input Image URLs, Image Urls",
-)
+__all__ = ["CsvIssue", "CsvLimits", "CsvRejected", "ProductRow", "parse_products"]
 
 # Leading bytes of formats people upload by mistake (or on purpose: a zip bomb).
 # Refused on sight, so nothing is ever decompressed.
@@ -57,13 +45,6 @@ _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 _BINARY_BYTE = re.compile(rb"[\x00-\x08\x0e-\x1f\x7f]")
 
 _SERIAL_RE = re.compile(r"([0-9]{1,18})(?:\.0*)?")
-_LOOKS_LIKE_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
-# Whitespace, control and invisible formatting characters (bidi overrides, zero-width).
-_BAD_URL_CHAR = re.compile(
-    r"[\s\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e"
-    r"\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]"
-)
-_PREVIEW_CHARS = 80
 
 _field_limit_lock = threading.Lock()
 
@@ -89,31 +70,6 @@ class ProductRow:
     serial_number: int
     product_name: str
     urls: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class CsvIssue:
-    """One problem, located as a user would look for it in a spreadsheet."""
-
-    row: int | None
-    column: str | None
-    message: str
-
-
-class CsvRejected(Exception):
-    """The upload is refused; `status`, `code`, `message` and `issues` are the public answer."""
-
-    def __init__(
-        self, status: int, code: str, message: str, issues: Sequence[CsvIssue] = ()
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.issues = list(issues)
-
-    def __str__(self) -> str:
-        return f"{self.status} {self.code}: {self.message}"
 
 
 # --- parsing -------------------------------------------------------------------
@@ -272,15 +228,15 @@ def _parse_records(records: Iterable[tuple[int, list[str]]], limits: CsvLimits) 
     products: list[ProductRow] = []
     issues: list[CsvIssue] = []
     first_row_of: dict[int, int] = {}
-    header_seen = False
+    header: Header | None = None
     count = 0
     for row, cells in records:
         if not any(cell.strip() for cell in cells):
             continue  # blank rows (and `,,` rows from spreadsheets) are skipped
         _check_shape(cells, row, limits)
-        if not header_seen:
-            _check_header(cells, row)
-            header_seen = True
+        if header is None:
+            found = _drop_trailing_empty([cell.strip() for cell in cells])
+            header = read_header(found, row, looks_like_data=_parse_serial(found[0]) is not None)
             continue
         count += 1
         if count > limits.max_rows:
@@ -290,7 +246,7 @@ def _parse_records(records: Iterable[tuple[int, list[str]]], limits: CsvLimits) 
                 f"The file has more than {limits.max_rows} product rows. "
                 "Split it into smaller files.",
             )
-        serial, product, row_issues = _check_row(cells, row, limits)
+        serial, product, row_issues = _check_row(cells, row, header, limits)
         if serial is not None:
             first = first_row_of.setdefault(serial, row)
             if first != row:
@@ -302,7 +258,7 @@ def _parse_records(records: Iterable[tuple[int, list[str]]], limits: CsvLimits) 
             issues.append(issue)
         if product is not None and not row_issues:
             products.append(product)
-    if not header_seen:
+    if header is None:
         raise CsvRejected(422, "empty_csv", "The file is empty.")
     if count == 0:
         raise CsvRejected(422, "empty_csv", "The file has a header but no product rows.")
@@ -334,40 +290,8 @@ def _check_shape(cells: list[str], row: int, limits: CsvLimits) -> None:
         )
 
 
-def _normalise_header(cell: str) -> str:
-    return "".join(ch for ch in cell.lower() if not ch.isspace() and ch not in "._-\ufeff")
-
-
-def _check_header(cells: list[str], row: int) -> None:
-    found = _drop_trailing_empty([cell.strip() for cell in cells])
-    issues = [
-        CsvIssue(
-            row, column, f"Column {i + 1} is {_preview(cell)}; expected {column} ({examples})."
-        )
-        for i, (column, spellings, examples, cell) in enumerate(
-            zip(INPUT_HEADER, _HEADER_SPELLINGS, _HEADER_EXAMPLES, found + [""] * 3, strict=False)
-        )
-        if _normalise_header(cell) not in spellings
-    ]
-    issues += [
-        CsvIssue(row, None, f"Unexpected extra column {i + 1}: {_preview(cell)}.")
-        for i, cell in enumerate(found[3:], start=3)
-    ]
-    if issues:
-        hint = (
-            " The first row looks like data: add the header row." if _parse_serial(found[0]) else ""
-        )
-        raise CsvRejected(
-            400,
-            "bad_header",
-            f"The first row must be the header {', '.join(INPUT_HEADER)}; "
-            f"found {', '.join(_preview(cell) for cell in found) or 'nothing'}.{hint}",
-            issues,
-        )
-
-
 def _check_row(
-    cells: list[str], row: int, limits: CsvLimits
+    cells: list[str], row: int, header: Header, limits: CsvLimits
 ) -> tuple[int | None, ProductRow | None, list[CsvIssue]]:
     """Validate one product row: its serial (for duplicate checks), the product, the problems."""
     cells = _drop_trailing_empty([cell.strip() for cell in cells])
@@ -377,28 +301,58 @@ def _check_row(
 
     serial = _parse_serial(serial_cell)
     if serial is None:
-        what = f"got {_preview(serial_cell)}" if serial_cell else "it is empty"
+        what = f"got {preview(serial_cell)}" if serial_cell else "it is empty"
         issues.append(CsvIssue(row, SERIAL, f"S. No. must be a whole number like 1 or 1.; {what}."))
     if not name:
         issues.append(CsvIssue(row, NAME, "Product Name is empty."))
 
-    extras = url_cells[1:]
-    if not all(_LOOKS_LIKE_URL.match(cell) for cell in extras):
-        issues.append(
-            CsvIssue(
-                row,
-                URLS,
-                f"Row has {len(cells)} columns but 3 are expected. Put all image URLs in one "
-                'quoted cell: "https://a.jpg,https://b.jpg".',
-            )
-        )
-        url_cells = url_cells[:1]
-    urls = [url for cell in url_cells for url in _split_urls(cell)]
-    issues += _url_issues(urls, row, limits)
+    url_cells, shape_issue = _url_cells(url_cells, row, header)
+    if shape_issue is not None:
+        issues.append(shape_issue)
+    urls: list[str] = []
+    for cell in url_cells:
+        try:
+            urls += split_urls(cell)
+        except BadCell as bad:
+            issues.append(CsvIssue(row, URLS, f"The image URL cell {preview(cell)} {bad}."))
+            break
+    else:
+        issues += _url_issues(urls, row, limits)
 
     if issues or serial is None:
         return serial, None, issues
     return serial, ProductRow(row, serial, name, tuple(urls)), issues
+
+
+def _url_cells(cells: list[str], row: int, header: Header) -> tuple[list[str], CsvIssue | None]:
+    """The cells holding this row's input URLs, and an issue if the row has a bad shape.
+
+    Without an output column, URLs that spilled into extra cells (an unquoted
+    cell) are taken when every extra cell is a URL, and a list split by the
+    same mistake (`['a'`, ` 'b']`) is put back together. With an output column,
+    the fourth cell is the output and is ignored, and a longer row is refused:
+    spilled URLs and outputs could no longer be told apart.
+    """
+    if header.has_output:
+        if len(cells) <= 2:
+            return cells[:1], None
+        return cells[:1], _too_wide(row, len(cells) + 2, header)
+    if len(cells) > 1 and cells[0].startswith("[") and cells[-1].endswith("]"):
+        joined = ",".join(cells)
+        if is_list_cell(joined):
+            return [joined], None
+    if all(LOOKS_LIKE_URL.match(cell) for cell in cells[1:]):
+        return cells, None
+    return cells[:1], _too_wide(row, len(cells) + 2, header)
+
+
+def _too_wide(row: int, columns: int, header: Header) -> CsvIssue:
+    return CsvIssue(
+        row,
+        URLS,
+        f"Row has {columns} columns but {header.width} are expected. Put all image URLs in one "
+        'quoted cell: "https://a.jpg,https://b.jpg".',
+    )
 
 
 def _drop_trailing_empty(cells: list[str]) -> list[str]:
@@ -411,11 +365,6 @@ def _parse_serial(text: str) -> int | None:
     """An integer, optionally written `1.` or `1.0` as spreadsheets do; ASCII digits only."""
     match = _SERIAL_RE.fullmatch(text)
     return int(match.group(1)) if match else None
-
-
-def _split_urls(cell: str) -> list[str]:
-    """URLs of one cell; empty pieces (a trailing comma, stray spaces) are ignored."""
-    return [piece.strip() for piece in cell.split(",") if piece.strip()]
 
 
 def _url_issues(urls: list[str], row: int, limits: CsvLimits) -> list[CsvIssue]:
@@ -431,32 +380,7 @@ def _url_issues(urls: list[str], row: int, limits: CsvLimits) -> list[CsvIssue]:
         ]
     issues = []
     for i, url in enumerate(urls, start=1):
-        problem = _url_problem(url, limits.max_url_length)
+        problem = url_problem(url, limits.max_url_length)
         if problem is not None:
-            issues.append(CsvIssue(row, URLS, f"URL {i} {_preview(url)} {problem}."))
+            issues.append(CsvIssue(row, URLS, f"URL {i} {preview(url)} {problem}."))
     return issues
-
-
-def _url_problem(url: str, max_length: int = CsvLimits.max_url_length) -> str | None:
-    """Why `url` is not an acceptable image URL, or None when it is."""
-    if len(url) > max_length:
-        return f"is longer than {max_length} characters"
-    if _BAD_URL_CHAR.search(url):
-        return "contains whitespace or control characters (separate URLs with commas)"
-    try:
-        parts = urlsplit(url)
-        _ = parts.port  # raises ValueError on a bad port
-    except ValueError:
-        return "is not a valid URL"
-    if parts.scheme not in ("http", "https"):
-        return "must be an absolute URL starting with http:// or https://"
-    if not parts.hostname:
-        return "has no host name"
-    return None
-
-
-def _preview(value: str) -> str:
-    """A value quoted for a message, cut short so errors never echo a huge cell."""
-    if len(value) > _PREVIEW_CHARS:
-        value = value[:_PREVIEW_CHARS] + "…"
-    return repr(value)
