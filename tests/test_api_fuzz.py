@@ -25,6 +25,7 @@ from schemathesis import GenerationMode
 from schemathesis.config import SchemathesisConfig
 from schemathesis.core.parameters import ParameterLocation
 
+from imgbatch.intake import UPLOAD_FIELDS
 from support.service import Service
 
 API_KEY = "fuzz-" + uuid.uuid4().hex
@@ -33,6 +34,9 @@ TIME_BOUND = 120  # seconds, for every operation together
 SAFE_WEBHOOK = "http://127.0.0.1:1/hook"  # port 1 is not allowed: refused without a DNS lookup
 URL_LIKE = re.compile(r"\s*https?://", re.IGNORECASE)
 VALID_CSV = b"S. No.,Product Name,Input Image Urls\r\n1,Shoe,http://127.0.0.1:9/shoe.jpg\r\n"
+
+WEBHOOK_NAMES = ("webhook_url", *UPLOAD_FIELDS["webhook_url"])
+OPTION_OF = {name: option for option, names in UPLOAD_FIELDS.items() for name in (option, *names)}
 
 schemathesis.serializer.alias("text/csv", "text/plain")
 _turns = itertools.count()
@@ -91,10 +95,13 @@ def _defused(value: Any) -> Any:
 def _prepare(case: Any, known_request: str) -> None:
     """Keep the fuzzing on loopback, and make valid uploads really valid.
 
-    Valid cases drop a generated webhook URL (it is optional); in invalid ones a
-    URL-like value is replaced by one refused before anything is resolved. The
-    document cannot say what a valid CSV is, so a valid body's file is a valid CSV.
-    Every other valid request id is swapped for an existing request's.
+    Valid cases drop a generated webhook URL (it is optional, under any of its
+    names); in invalid ones a URL-like value is replaced by one refused before
+    anything is resolved. The document cannot say what a valid CSV is, so a valid
+    body's file is a valid CSV; nor that an option may be sent once only (as a
+    query parameter or a form field, under one of its names), so a valid case
+    keeps the first. Every other valid request id is swapped for an existing
+    request's.
     """
     path = case.path_parameters
     if (
@@ -104,15 +111,23 @@ def _prepare(case: Any, known_request: str) -> None:
         and next(_turns) % 2
     ):
         path["request_id"] = known_request
+    seen: set[str] = set()
     for location, container in (
         (ParameterLocation.BODY, case.body),
         (ParameterLocation.QUERY, case.query),
     ):
-        if isinstance(container, dict) and "webhook_url" in container:
-            if _is_positive(case, location):
-                del container["webhook_url"]
+        if not isinstance(container, dict):
+            continue
+        positive = _is_positive(case, location)
+        for name in [n for n in container if n in WEBHOOK_NAMES]:
+            if positive:
+                del container[name]
             else:
-                container["webhook_url"] = _defused(container["webhook_url"])
+                container[name] = _defused(container[name])
+        for name in [n for n in container if n in OPTION_OF]:
+            if positive and OPTION_OF[name] in seen:
+                del container[name]
+            seen.add(OPTION_OF[name])
     if case.path == "/api/upload" and _is_positive(case, ParameterLocation.BODY):
         if isinstance(case.body, dict) and "file" in case.body:
             case.body["file"] = VALID_CSV

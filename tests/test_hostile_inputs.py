@@ -288,7 +288,7 @@ REQUEST_CORPUS: dict[str, tuple[bytes, str | None, int, str]] = {
     "two files": (
         *_multipart_parts(("file", "a.csv", GOOD_CSV), ("file", "b.csv", GOOD_CSV)),
         400,
-        "bad_multipart",
+        "too_many_files",
     ),
     "too many fields": (
         *_multipart_parts(("file", "a.csv", GOOD_CSV), *[(f"f{i}", None, b"x") for i in range(40)]),

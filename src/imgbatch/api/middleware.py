@@ -1,4 +1,4 @@
-"""HTTP middleware: security headers on every response, header limits, optional CORS.
+"""HTTP middleware: security headers on every response, header limits, trailing slashes, CORS.
 
 `install_middleware(app, settings)` is called once by the app factory.
 """
@@ -68,7 +68,7 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        docs = scope.get("path", "") in self.docs_paths
+        docs = (scope.get("path", "").rstrip("/") or "/") in self.docs_paths  # see TrailingSlashes
         started = False
 
         async def send_with_headers(message: Message) -> None:
@@ -135,8 +135,31 @@ async def _send_json(send: Send, status: int, body: object) -> None:
     await send({"type": "http.response.body", "body": data})
 
 
+class TrailingSlashes:
+    """Serve `/api/upload/` as `/api/upload`, directly: no `307` for plain curl to print nothing.
+
+    Starlette would redirect, and a client without `-L` (or one that will not
+    resend a POST body) sees an empty answer. Every path but `/` loses its
+    trailing slashes before routing; no route of ours ends in one.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and len(path) > 1 and path.endswith("/"):
+            scope = dict(scope)
+            scope["path"] = path.rstrip("/") or "/"
+            raw = scope.get("raw_path")
+            if raw:
+                scope["raw_path"] = raw.rstrip(b"/") or b"/"
+        await self.app(scope, receive, send)
+
+
 def install_middleware(app: FastAPI, settings: Settings) -> None:
     """CORS only when `IMGBATCH_CORS_ORIGINS` is set; security headers always (outermost)."""
+    app.add_middleware(TrailingSlashes)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from imgbatch.imaging import MAX_SIDE
-from imgbatch.intake import OUTPUT_FORMATS
+from imgbatch.intake import OUTPUT_FORMATS, UPLOAD_FIELDS
 
 
 class ErrorDetail(BaseModel):
@@ -67,37 +67,43 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return out
 
 
+_UNSET = {"type": "string", "maxLength": 0}  # an empty value means "not given" (HTML forms)
 _FORM_FIELDS: dict[str, Any] = {
     "webhook_url": {
-        "type": "string",
-        "format": "uri",
-        "pattern": "^https?://",
-        "maxLength": 2048,
+        "anyOf": [
+            {"type": "string", "format": "uri", "pattern": "^https?://", "maxLength": 2048},
+            _UNSET,
+        ],
         "description": "http(s) URL that receives a signed `request.completed` event.",
     },
     "quality": {
-        "oneOf": [
+        "anyOf": [
             {"type": "integer", "minimum": 1, "maximum": 100},
             {"type": "string", "enum": ["auto"]},
+            _UNSET,
         ],
         "description": "JPEG/WebP/AVIF quality, or `auto`: the lowest quality whose output "
-        "still meets the perceptual target (IMGBATCH_AUTO_QUALITY_TARGET).",
+        "still meets the perceptual target (IMGBATCH_AUTO_QUALITY_TARGET); the default when "
+        "empty or absent.",
     },
-    "format": {"type": "string", "enum": [*OUTPUT_FORMATS, "jpg"]},
+    "format": {"type": "string", "enum": [*OUTPUT_FORMATS, "jpg", ""]},
     "max_width": {
-        "type": "integer",
-        "minimum": 1,
-        "maximum": MAX_SIDE,
+        "anyOf": [{"type": "integer", "minimum": 1, "maximum": MAX_SIDE}, _UNSET],
         "description": "Scale down (never up) to fit inside this width, aspect kept, after "
         "EXIF orientation.",
     },
     "max_height": {
-        "type": "integer",
-        "minimum": 1,
-        "maximum": MAX_SIDE,
+        "anyOf": [{"type": "integer", "minimum": 1, "maximum": MAX_SIDE}, _UNSET],
         "description": "Scale down (never up) to fit inside this height.",
     },
 }
+# Other names an option may arrive under (intake.UPLOAD_FIELDS), documented as such.
+_ALIASES: dict[str, Any] = {
+    alias: {**_FORM_FIELDS[option], "description": f"Alias of `{option}`."}
+    for option, aliases in UPLOAD_FIELDS.items()
+    for alias in aliases
+}
+_DOCUMENTED = {**_FORM_FIELDS, **_ALIASES}
 
 UPLOAD_BODY: dict[str, Any] = {
     "requestBody": {
@@ -107,14 +113,16 @@ UPLOAD_BODY: dict[str, Any] = {
                 "schema": {
                     "type": "object",
                     "required": ["file"],
+                    "additionalProperties": False,
                     "properties": {
                         "file": {
                             "type": "string",
                             "format": "binary",
                             "description": "The product CSV (UTF-8): S. No., Product Name, "
-                            "Input Image Urls.",
+                            "Input Image Urls. Any one file part is taken, whatever its name; "
+                            "other names are refused with 400 unknown_field.",
                         },
-                        **_FORM_FIELDS,
+                        **_DOCUMENTED,
                     },
                 }
             },
@@ -126,9 +134,10 @@ UPLOAD_BODY: dict[str, Any] = {
             "name": name,
             "in": "query",
             "required": False,
-            "description": "Also accepted as a multipart form field (which wins).",
+            "description": "Also accepted as a multipart form field; the same option with two "
+            "different values is refused (400 conflicting_fields).",
             "schema": schema,
         }
-        for name, schema in _FORM_FIELDS.items()
+        for name, schema in _DOCUMENTED.items()
     ],
 }

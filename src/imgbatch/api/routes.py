@@ -20,6 +20,7 @@ from imgbatch.intake import (
     parse_format,
     parse_quality,
     parse_side,
+    upload_options,
     validate_webhook_url,
 )
 from imgbatch.ledger import statuses as st
@@ -30,6 +31,7 @@ router = APIRouter()
 
 Owner = Annotated[str | None, Depends(require_owner)]
 MULTIPART_OVERHEAD = 64 * 1024  # room for boundaries and the small form fields
+MAX_FORM_PARTS = 16  # file and text parts each; more is not an upload form
 CSV_TYPES = ("text/csv", "application/csv", "text/plain", "application/vnd.ms-excel")
 
 
@@ -54,33 +56,63 @@ async def _read_capped(request: Request, cap: int) -> bytes:
 
 
 async def _csv_and_fields(request: Request, max_csv: int) -> tuple[bytes, dict[str, str]]:
+    """The CSV and the upload's options; every form field and query parameter is accounted for."""
+    received = [("query parameter", k, v) for k, v in request.query_params.multi_items()]
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
         body = await _read_capped(request, max_csv + MULTIPART_OVERHEAD)
         request._body = body  # let Starlette's form parser read the buffered body
         try:
-            form = await request.form(max_files=1, max_fields=16, max_part_size=MULTIPART_OVERHEAD)
+            form = await request.form(
+                max_files=MAX_FORM_PARTS,
+                max_fields=MAX_FORM_PARTS,
+                max_part_size=MULTIPART_OVERHEAD,
+            )
         except Exception as exc:
             raise ApiError(
                 400, "bad_multipart", f"the multipart body could not be parsed: {exc}"
             ) from None
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise ApiError(400, "missing_file", "send the CSV in the multipart field 'file'")
+        files = [(name, v) for name, v in form.multi_items() if isinstance(v, UploadFile)]
+        texts = [(name, v) for name, v in form.multi_items() if isinstance(v, str)]
+        upload = _the_file(files, texts)
         data = await upload.read()
         if len(data) > max_csv:
             raise ApiError(413, "too_large", f"the CSV is larger than {max_csv} bytes")
-        # Options may come as query parameters too (as with a text/csv body); form fields win.
-        fields = {**request.query_params, **{k: v for k, v in form.items() if isinstance(v, str)}}
-        return data, fields
+        received = [*(("form field", k, v) for k, v in texts), *received]
+        return data, upload_options(received)
     if content_type in CSV_TYPES:
         data = await _read_capped(request, max_csv)
-        return data, dict(request.query_params)
+        return data, upload_options(received)
     raise ApiError(
         415,
         "unsupported_media_type",
-        "send multipart/form-data with the CSV in field 'file', or a text/csv body",
+        "send multipart/form-data with the CSV as a file part (e.g. field 'file'), "
+        "or a text/csv body",
     )
+
+
+def _the_file(files: list[tuple[str, UploadFile]], texts: list[tuple[str, str]]) -> UploadFile:
+    """The one file part of the form, whatever its field name."""
+    if len(files) > 1:
+        names = ", ".join(
+            f"{name!r} ({upload.filename or 'no file name'})" for name, upload in files
+        )
+        raise ApiError(
+            400,
+            "too_many_files",
+            f"send one CSV file per upload; got {len(files)} file parts: {names}",
+            [{"field": name, "message": "a file part"} for name, _ in files],
+        )
+    if files:
+        return files[0][1]
+    as_text = [name for name, value in texts if "\n" in value]
+    hint = (
+        f"; field {as_text[0]!r} holds text, not a file: send it as a file "
+        f"(curl -F '{as_text[0]}=@products.csv')"
+        if as_text
+        else " (curl -F 'file=@products.csv')"
+    )
+    raise ApiError(400, "missing_file", f"send the CSV as a file part of the form{hint}")
 
 
 @router.post(
@@ -93,8 +125,13 @@ async def _csv_and_fields(request: Request, max_csv: int) -> tuple[bytes, dict[s
     openapi_extra=UPLOAD_BODY,
 )
 async def upload(request: Request, owner: Owner) -> JSONResponse:
-    """Upload a product CSV. Optional fields: webhook_url, quality (1-100 or auto), format,
-    max_width and max_height (1-16384: scale down to fit inside)."""
+    """Upload a product CSV (one file part, any field name, or a text/csv body).
+
+    Options, as form fields or query parameters: webhook_url (or webhookUrl,
+    callback_url), quality (1-100 or auto), format, max_width and max_height
+    (1-16384: scale down to fit inside). Any other name is refused
+    (`400 unknown_field`), never ignored.
+    """
     ctx = _ctx(request)
     # Uploads take their turn: each may hold a few copies of a 20 MiB body while it is
     # parsed, so their number (not only their size) bounds the process's memory.
