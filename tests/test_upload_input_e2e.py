@@ -105,9 +105,7 @@ def test_csv_sent_as_a_text_field_gets_a_hint(svc: Service, good_csv: bytes) -> 
 @pytest.mark.parametrize("alias", ["webhookUrl", "callback_url", "webhook_url", "Webhook-URL"])
 def test_webhook_aliases_reach_the_receiver(svc: Service, good_csv: bytes, alias: str) -> None:
     with Receiver() as hook:
-        status, answer = post(
-            svc, ("csvFile", "p.csv", good_csv), (alias, None, hook.url.encode())
-        )
+        status, answer = post(svc, ("csvFile", "p.csv", good_csv), (alias, None, hook.url.encode()))
         assert status == 202, answer
         doc = svc.wait_final(answer["request_id"])
         assert doc["webhook"]["url"] == hook.url
