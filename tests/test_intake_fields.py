@@ -32,13 +32,17 @@ def test_every_unknown_name_is_refused_at_once() -> None:
     assert (error.status, error.code) == (400, "unknown_field")
     assert error.message == (
         "unknown form field 'notify', query parameter 'qualty'; accepted fields: "
-        "webhook_url (or webhookUrl, callback_url), quality, format, and the CSV as one file part"
+        "webhook_url (or webhookUrl, callback_url), quality, format, max_width, max_height, "
+        "and the CSV as one file part"
     )
     assert [d["field"] for d in error.details] == ["notify", "qualty"]
 
 
 def test_accepted_fields_lists_aliases() -> None:
-    assert accepted_fields() == "webhook_url (or webhookUrl, callback_url), quality, format"
+    assert (
+        accepted_fields()
+        == "webhook_url (or webhookUrl, callback_url), quality, format, max_width, max_height"
+    )
 
 
 def test_an_option_with_two_values_is_refused() -> None:

@@ -24,7 +24,7 @@ from support.imageserver import ImageServer
 from support.receiver import Receiver
 from support.service import Service, products_csv
 
-ACCEPTED = "webhook_url (or webhookUrl, callback_url), quality, format"
+ACCEPTED = "webhook_url (or webhookUrl, callback_url), quality, format, max_width, max_height"
 
 
 @pytest.fixture(scope="module")
