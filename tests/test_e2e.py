@@ -50,6 +50,7 @@ def test_upload_process_and_download(
         "succeeded": 5,
         "failed": 0,
         "pending": 0,
+        "cancelled": 0,
         "percent": 100.0,
     }
     assert doc["completed_at"] and doc["created_at"] and doc["updated_at"]

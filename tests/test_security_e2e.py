@@ -294,6 +294,11 @@ def test_a_request_is_invisible_to_other_keys(keyed: Service, alpha_request: str
     url = f"{keyed.url}/api/requests/{alpha_request}/webhooks/redeliver"
     assert call("POST", url, headers=bearer(BETA))[0] == 404
     assert call("POST", url, headers=bearer(ALPHA))[0] == 409  # not finished, but visible
+    for action in ("cancel", "retry"):  # another key cannot stop or restart it either
+        url = f"{keyed.url}/api/requests/{alpha_request}/{action}"
+        assert call("POST", url, headers=bearer(BETA))[0] == 404, action
+    url = f"{keyed.url}/api/requests/{alpha_request}/retry"
+    assert call("POST", url, headers=bearer(ALPHA))[0] == 409  # still running: not finished
 
 
 def test_files_links_need_no_key(keyed: Service) -> None:

@@ -311,6 +311,7 @@ def test_signed_event_reaches_a_verifying_receiver_once(ctx: Context) -> None:
             "succeeded": 2,
             "failed": 1,
             "pending": 0,
+            "cancelled": 0,
             "percent": 100.0,
         }
         assert data["output_csv_url"] == f"{BASE}/api/requests/{request_id}/output.csv"

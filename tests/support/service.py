@@ -23,7 +23,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-FINAL = ("completed", "completed_with_errors", "failed")
+FINAL = ("completed", "completed_with_errors", "failed", "cancelled")
 
 
 def free_port() -> int:

@@ -12,6 +12,7 @@ from imgbatch.api.errors import install_error_handlers
 from imgbatch.api.metrics_route import router as metrics_router
 from imgbatch.api.middleware import install_middleware
 from imgbatch.api.ratelimit import TokenBuckets
+from imgbatch.api.request_routes import router as request_router
 from imgbatch.api.responses import error_responses
 from imgbatch.api.routes import router
 from imgbatch.api.security import ApiKeys
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_middleware(app, settings)
     app.include_router(router)
+    app.include_router(request_router)
     app.include_router(webhook_router, responses=error_responses(401, 404, 409))
     app.include_router(web_router)
     app.include_router(metrics_router)

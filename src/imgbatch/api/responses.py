@@ -7,9 +7,9 @@ the document honest lets clients generate code from it and lets the fuzz test
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from imgbatch.imaging import MAX_SIDE
 from imgbatch.intake import OUTPUT_FORMATS, UPLOAD_FIELDS
@@ -34,6 +34,38 @@ class ErrorBody(BaseModel):
     error: ErrorInfo
 
 
+REASON_CODE = r"^[a-z_]{1,32}$"
+
+
+class RetryBody(BaseModel):
+    """The optional body of `POST /api/requests/{id}/retry`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    codes: list[Annotated[str, StringConstraints(pattern=REASON_CODE)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=20,
+        description="Retry only failed images with these reason codes (default: every "
+        "failed image). Cancelled images of a cancelled request are always retried.",
+        examples=[["upstream", "timeout"]],
+    )
+
+
+STATUS_DOCUMENT_202: dict[str, Any] = {
+    "description": "Accepted: the request's status document, as `GET /api/status/{request_id}` "
+    "answers it.",
+    "content": {"application/json": {"schema": {"type": "object"}}},
+}
+
+RETRY_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": False,
+        "content": {"application/json": {"schema": RetryBody.model_json_schema()}},
+    }
+}
+
+
 class UploadAccepted(BaseModel):
     request_id: str
     status: str
@@ -46,7 +78,7 @@ _MEANINGS = {
     400: "Malformed request: bad parameters, multipart body or CSV syntax.",
     401: "Missing or invalid API key (only when API keys are configured).",
     404: "No such resource, or it belongs to another API key.",
-    409: "The request is not in a state that allows this yet.",
+    409: "The request is not in a state that allows this (yet): see the error code.",
     413: "The upload or the CSV exceeds a size or row limit.",
     415: "Not a CSV: unsupported content type, binary data or an archive.",
     422: "The CSV or a field is well-formed but invalid (every problem listed).",

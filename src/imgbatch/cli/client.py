@@ -76,7 +76,7 @@ def submit_csv(
             doc = json.loads(raw)
             progress = doc["progress"]
             bar.update(task, completed=progress["succeeded"] + progress["failed"])
-            if doc["status"] in ("completed", "completed_with_errors", "failed"):
+            if doc["status"] in ("completed", "completed_with_errors", "failed", "cancelled"):
                 break
             time.sleep(0.5)
     status, raw = _call("GET", f"{server}/api/requests/{request_id}/output.csv", None, headers)

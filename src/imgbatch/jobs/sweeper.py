@@ -15,6 +15,7 @@ from imgbatch import ledger
 from imgbatch.context import Context
 from imgbatch.ledger import utcnow
 
+from .lifecycle import finish_cancels
 from .pipeline import finalize
 
 log = logging.getLogger(__name__)
@@ -25,10 +26,11 @@ class SweepReport:
     expired: int
     stale: int
     finalized: int
+    cancels: int = 0  # accepted cancels finished for an API process that died mid-way
 
 
 def sweep_once(ctx: Context) -> SweepReport:
-    """One pass: expired leases, lost jobs, stuck finalizations."""
+    """One pass: expired leases, lost jobs, unfinished cancels, stuck finalizations."""
     # Leases that ran out belong to dead workers: their jobs are gone for sure.
     # (Images out of attempts are failed here instead, which may finish a request.)
     expired = ledger.requeue_expired_leases(ctx.db, ctx.settings.max_attempts)
@@ -47,11 +49,12 @@ def sweep_once(ctx: Context) -> SweepReport:
         ctx.queue.enqueue(sorted(stale))
     if expired or stale:
         log.info("sweeper re-enqueued %d expired and %d stale images", len(expired), len(stale))
+    cancels = finish_cancels(ctx)
     finalized = 0
     for request_id in ledger.unfinalized_request_ids(ctx.db):
         if finalize(ctx, request_id) is not None:
             finalized += 1
-    return SweepReport(len(expired), len(stale), finalized)
+    return SweepReport(len(expired), len(stale), finalized, cancels)
 
 
 def run_sweeper(ctx: Context, stop: threading.Event) -> None:

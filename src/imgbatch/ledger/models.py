@@ -77,6 +77,10 @@ class Request(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Set by the one cancel that won; the request ends `cancelled` once in-flight images end.
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # 1 + the number of retries: each run that finalizes creates its own webhook event.
+    runs: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
     __table_args__ = (Index("ix_requests_status_updated", "status", "updated_at"),)
 
@@ -142,6 +146,7 @@ class WebhookDelivery(Base):
     event_id: Mapped[str] = mapped_column(String(64), unique=True)  # the `webhook-id` header
     request_id: Mapped[str] = mapped_column(ForeignKey("requests.id", ondelete="CASCADE"))
     event_type: Mapped[str] = mapped_column(String(64))
+    run: Mapped[int] = mapped_column(Integer, default=1, server_default="1")  # request's run
     url: Mapped[str] = mapped_column(Text)
     payload: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16), default="pending")
@@ -155,7 +160,10 @@ class WebhookDelivery(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
-        UniqueConstraint("request_id", "event_type"),
+        # One event per finalization: a retried request finalizes again in a new run.
+        UniqueConstraint(
+            "request_id", "event_type", "run", name="uq_webhook_deliveries_request_event_run"
+        ),
         Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
     )
 

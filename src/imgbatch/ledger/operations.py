@@ -369,10 +369,13 @@ def finalize_request(
 ) -> str | None:
     """Move the request to its final status if every image is finished; exactly one caller wins.
 
-    Returns the final status when this call finalized the request, else None.
+    Returns the final status when this call finalized the request, else None. The status
+    follows `statuses.final_status`: `cancelled` when a cancel was accepted (or any image
+    was cancelled), else from the done and failed counts.
     """
     now = utcnow()
     unfinished = exists().where(Image.request_id == request_id, Image.status.in_(st.UNFINISHED))
+    cancelled = exists().where(Image.request_id == request_id, Image.status == st.CANCELLED)
     failed = (
         select(func.count())
         .select_from(Image)
@@ -386,6 +389,7 @@ def finalize_request(
         .scalar_subquery()
     )
     final_status = case(
+        (or_(Request.cancelled_at.is_not(None), cancelled), st.CANCELLED),
         (failed == 0, st.COMPLETED),
         (done == 0, st.FAILED),
         else_=st.COMPLETED_WITH_ERRORS,

@@ -1,4 +1,9 @@
-"""Status vocabulary and the pure rules that derive a request's or product's status."""
+"""Status vocabulary and the pure rules that derive a request's or product's status.
+
+`cancelled` is an image status (an image a cancel stopped before it started: no error
+code) and a final request/product status: a request someone cancelled ends `cancelled`
+once the images in flight at that moment have finished, whatever they came to.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +15,15 @@ PENDING = "pending"
 PROCESSING = "processing"
 DONE = "done"
 FAILED = "failed"
+CANCELLED = "cancelled"
 UNFINISHED = (PENDING, PROCESSING)
+IMAGE_STATUSES = (PENDING, PROCESSING, DONE, FAILED, CANCELLED)
 
 # Request and product statuses
 COMPLETED = "completed"
 COMPLETED_WITH_ERRORS = "completed_with_errors"
-FINAL = (COMPLETED, COMPLETED_WITH_ERRORS, FAILED)
+FINAL = (COMPLETED, COMPLETED_WITH_ERRORS, FAILED, CANCELLED)
+REQUEST_STATUSES = (PENDING, PROCESSING, *FINAL)
 
 
 @dataclass(frozen=True)
@@ -24,12 +32,14 @@ class Progress:
     succeeded: int
     failed: int
     pending: int
+    cancelled: int = 0
 
     @property
     def percent(self) -> float:
+        """Share of images that reached an end (done, failed or cancelled), one decimal."""
         if self.total == 0:
             return 100.0
-        return round(100.0 * (self.succeeded + self.failed) / self.total, 1)
+        return round(100.0 * (self.succeeded + self.failed + self.cancelled) / self.total, 1)
 
     def as_dict(self) -> dict[str, float | int]:
         return {
@@ -37,6 +47,7 @@ class Progress:
             "succeeded": self.succeeded,
             "failed": self.failed,
             "pending": self.pending,
+            "cancelled": self.cancelled,
             "percent": self.percent,
         }
 
@@ -82,15 +93,17 @@ def progress_from_counts(counts: Mapping[str, int]) -> Progress:
     """Progress from a {image status: count} mapping."""
     succeeded = counts.get(DONE, 0)
     failed = counts.get(FAILED, 0)
+    cancelled = counts.get(CANCELLED, 0)
     pending = sum(counts.get(status, 0) for status in UNFINISHED)
-    return Progress(succeeded + failed + pending, succeeded, failed, pending)
+    return Progress(succeeded + failed + pending + cancelled, succeeded, failed, pending, cancelled)
 
 
 def derive_status(image_statuses: Iterable[str]) -> str:
     """The status of a product (or request) from its images' statuses.
 
     pending while nothing has started, processing while anything is unfinished,
-    then completed (all done), failed (all failed) or completed_with_errors.
+    then cancelled (any image cancelled), completed (all done), failed (all failed)
+    or completed_with_errors.
     """
     counts: dict[str, int] = {}
     for status in image_statuses:
@@ -98,13 +111,36 @@ def derive_status(image_statuses: Iterable[str]) -> str:
     return status_from_counts(counts)
 
 
-def status_from_counts(counts: Mapping[str, int]) -> str:
+def status_from_counts(counts: Mapping[str, int], cancel_requested: bool = False) -> str:
+    """The status from {image status: count}; see `final_status` once nothing is unfinished."""
     progress = progress_from_counts(counts)
     if progress.pending:
-        started = progress.succeeded + progress.failed + counts.get(PROCESSING, 0)
+        started = (
+            progress.succeeded + progress.failed + progress.cancelled + counts.get(PROCESSING, 0)
+        )
         return PROCESSING if started else PENDING
-    if progress.failed == 0:
+    return final_status(progress.succeeded, progress.failed, progress.cancelled, cancel_requested)
+
+
+def final_status(done: int, failed: int, cancelled: int, cancel_requested: bool = False) -> str:
+    """A finished request's (or product's) status from its images' end states.
+
+    Cancelled wins: a request someone cancelled ends `cancelled` even when the images
+    in flight at that moment were its last ones (the cancel was accepted, so it is what
+    happened). `ledger.operations.finalize_request` computes the same rule in SQL.
+    """
+    if cancel_requested or cancelled:
+        return CANCELLED
+    if failed == 0:
         return COMPLETED
-    if progress.succeeded == 0:
+    if done == 0:
         return FAILED
     return COMPLETED_WITH_ERRORS
+
+
+def retryable(status: str, error_code: str | None, codes: Iterable[str] | None) -> bool:
+    """Whether retry puts an image back: every failed one (or those with one of `codes`),
+    and every cancelled one (retrying a cancelled request resumes it)."""
+    if status == CANCELLED:
+        return True
+    return status == FAILED and (codes is None or error_code in set(codes))

@@ -2,7 +2,9 @@
 
 - The finalizer that wins creates the `request.completed` row in its own
   transaction (`create_completion_delivery`), so an event exists exactly when
-  the request is final; the unique (request_id, event_type) constraint backs it.
+  the request is final; the unique (request_id, event_type, run) constraint backs
+  it. A retried request runs again (`requests.runs + 1`) and its next
+  finalization creates a new event with a new `webhook-id`.
 - A sender claims a due row by a conditional UPDATE (`pending` and due, or
   `delivering` with an expired lease → `delivering` with a new lease and
   `attempts + 1`), so any number of worker processes on any number of machines
@@ -101,6 +103,7 @@ def create_completion_delivery(
         event_id=new_event_id(),
         request_id=request.id,
         event_type=COMPLETED_EVENT,
+        run=request.runs,
         url=url,
         payload=body.decode("utf-8"),
         status=PENDING,

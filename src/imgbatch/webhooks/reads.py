@@ -27,11 +27,13 @@ def display_url(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "…" if parts.query else "", ""))
 
 
-def _completion_delivery(session: Session, request_id: str) -> WebhookDelivery | None:
+def _completion_delivery(session: Session, request: Request) -> WebhookDelivery | None:
+    """The completion event of the request's current run (a retry starts a new run)."""
     return session.execute(
         select(WebhookDelivery).where(
-            WebhookDelivery.request_id == request_id,
+            WebhookDelivery.request_id == request.id,
             WebhookDelivery.event_type == COMPLETED_EVENT,
+            WebhookDelivery.run == request.runs,
         )
     ).scalar_one_or_none()
 
@@ -41,9 +43,10 @@ def webhook_summary(
 ) -> dict[str, Any] | None:
     """`{url, status, attempts}` for the status document; None when no webhook applies.
 
-    Before the request is final there is no event yet: the status is `waiting`.
+    Before the request is final there is no event yet: the status is `waiting` (also
+    while a retried request runs again: its earlier events are in the deliveries list).
     """
-    delivery = _completion_delivery(session, request.id)
+    delivery = _completion_delivery(session, request)
     if delivery is not None:
         return {
             "url": display_url(delivery.url),
@@ -60,6 +63,7 @@ def _describe(delivery: WebhookDelivery, attempts: list[WebhookAttempt]) -> dict
     return {
         "event_id": delivery.event_id,
         "event_type": delivery.event_type,
+        "run": delivery.run,
         "url": display_url(delivery.url),
         "status": delivery.status,
         "attempts": delivery.attempts,
@@ -104,7 +108,8 @@ def list_deliveries(ctx: Context, request_id: str) -> list[dict[str, Any]]:
 
 
 def redeliver(ctx: Context, request_id: str) -> dict[str, Any]:
-    """Queue one more attempt of the completion event, same `webhook-id`; 409 when there is none."""
+    """Queue one more attempt of the latest completion event (same `webhook-id`); 409 when
+    there is none."""
     now = utcnow()
     with ctx.db.session() as session:
         request = session.get(Request, request_id)
@@ -112,7 +117,7 @@ def redeliver(ctx: Context, request_id: str) -> dict[str, Any]:
             raise ApiError(404, "not_found", "no such request")
         if request.status not in st.FINAL:
             raise ApiError(409, "not_finished", f"the request is {request.status}; no event yet")
-        delivery = _completion_delivery(session, request_id)
+        delivery = _completion_delivery(session, request)
         if delivery is None:
             raise ApiError(
                 409, "no_webhook_event", "no webhook URL applied when the request finished"

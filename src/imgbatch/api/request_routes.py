@@ -1,0 +1,118 @@
+"""Routes that manage a request after its upload: cancel and retry.
+
+Each route checks ownership first (another key's request is a 404), then lets the
+service decide by a conditional update in the ledger, and answers with the request's
+status document. Work that does not fit in the answer's time budget (cancelling the
+pending images of a very large request) runs after the answer is sent.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.background import BackgroundTask
+
+from imgbatch import jobs
+from imgbatch.api.ratelimit import limit_uploads
+from imgbatch.api.responses import (
+    RETRY_BODY,
+    STATUS_DOCUMENT_202,
+    RetryBody,
+    error_responses,
+)
+from imgbatch.api.routes import Owner, _ctx
+from imgbatch.context import Context
+from imgbatch.errors import ApiError
+from imgbatch.reports import get_request, status_document
+
+router = APIRouter()
+
+MAX_RETRY_BODY = 16 * 1024
+
+
+def _document(ctx: Context, request_id: str, owner: str | None) -> dict[str, Any]:
+    return status_document(ctx, get_request(ctx, request_id, owner))
+
+
+@router.post(
+    "/api/requests/{request_id}/cancel",
+    status_code=202,
+    tags=["requests"],
+    responses={202: STATUS_DOCUMENT_202, **error_responses(401, 404, 409)},
+)
+async def cancel(request: Request, request_id: str, owner: Owner) -> JSONResponse:
+    """Cancel a request: images not started yet become `cancelled`, images in flight finish
+    and count, and the request ends `cancelled` (its webhook is sent with that status).
+
+    409 `already_finished` when the request is final or was cancelled already.
+    """
+    ctx = _ctx(request)
+    await run_in_threadpool(get_request, ctx, request_id, owner)
+    finished = await run_in_threadpool(jobs.cancel, ctx, request_id)
+    document = await run_in_threadpool(_document, ctx, request_id, owner)
+    rest = None if finished else BackgroundTask(jobs.finish_cancel, ctx, request_id)
+    return JSONResponse(document, status_code=202, background=rest)
+
+
+# Retry makes the workers fetch images again, so it shares the upload rate limit.
+@router.post(
+    "/api/requests/{request_id}/retry",
+    status_code=202,
+    tags=["requests"],
+    dependencies=[Depends(limit_uploads)],
+    responses={202: STATUS_DOCUMENT_202, **error_responses(400, 401, 404, 409, 413, 429)},
+    openapi_extra=RETRY_BODY,
+)
+async def retry(request: Request, request_id: str, owner: Owner) -> JSONResponse:
+    """Retry the failed images of a finished request (and the cancelled ones of a cancelled
+    request); optional body `{"codes": ["upstream", "timeout"]}` retries only failures with
+    those reason codes. The request runs again and its next end sends a new webhook event.
+
+    409 `not_finished` while the request runs, `nothing_to_retry` when no image matches.
+    """
+    ctx = _ctx(request)
+    await run_in_threadpool(get_request, ctx, request_id, owner)
+    codes = _retry_codes(await _read_small_body(request))
+    await run_in_threadpool(jobs.retry, ctx, request_id, codes)
+    document = await run_in_threadpool(_document, ctx, request_id, owner)
+    return JSONResponse(document, status_code=202)
+
+
+async def _read_small_body(request: Request) -> bytes:
+    """The body, refused with 413 once past `MAX_RETRY_BODY` (counted while it streams)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_RETRY_BODY:
+            raise ApiError(413, "too_large", f"the body is larger than {MAX_RETRY_BODY} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _retry_codes(raw: bytes) -> list[str] | None:
+    """The optional body's reason codes (None: every failed image)."""
+    if not raw.strip():
+        return None
+    try:
+        body = RetryBody.model_validate(json.loads(raw))
+    except (ValueError, UnicodeDecodeError) as exc:
+        details = []
+        if isinstance(exc, ValidationError):
+            details = [
+                {
+                    "row": None,
+                    "column": ".".join(str(p) for p in err["loc"]),
+                    "message": err["msg"],
+                }
+                for err in exc.errors()
+            ]
+        raise ApiError(
+            400, "bad_request", 'the body must be JSON like {"codes": ["upstream"]}', details
+        ) from None
+    return body.codes
