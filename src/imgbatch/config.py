@@ -125,6 +125,15 @@ class Settings(BaseSettings):
     stale_pending_seconds: float = 120.0  # pending and not enqueued this long: lost (queue empty)
     lost_job_seconds: float = 3600.0  # the same while the queue is busy
 
+    # --- a backend's fault: the work goes back and is retried with back-off ------
+    # An image whose store (or another backend) fails is released, not failed: retried
+    # after `retry_delay_seconds`, the wait doubling while the backend stays down, at most
+    # `retry_max_delay_seconds`; it fails only after `<kind>_retry_seconds` of faults.
+    # A worker process that meets the fault pauses taking jobs on the same schedule.
+    retry_delay_seconds: float = Field(default=5.0, gt=0)
+    retry_max_delay_seconds: float = Field(default=120.0, gt=0)
+    storage_retry_seconds: float = Field(default=900.0, ge=0)
+
     # --- webhooks ------------------------------------------------------------
     webhook_url: str | None = Field(
         default=None, validation_alias=AliasChoices("IMGBATCH_WEBHOOK_URL", "WEBHOOK_URL")
@@ -185,6 +194,14 @@ class Settings(BaseSettings):
         import os
 
         return self.concurrency or (os.cpu_count() or 1) + 1
+
+    def retry_deadline(self, kind: str) -> float:
+        """Seconds of faults of a backend `kind` after which an image fails for it.
+
+        `IMGBATCH_<KIND>_RETRY_SECONDS` when such a setting exists, else the storage one.
+        """
+        value = getattr(self, f"{kind}_retry_seconds", None)
+        return float(value if isinstance(value, int | float) else self.storage_retry_seconds)
 
     def load_api_keys(self) -> list[str]:
         """Keys from `IMGBATCH_API_KEYS` plus one per line of `IMGBATCH_API_KEYS_FILE`."""

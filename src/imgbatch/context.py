@@ -20,6 +20,7 @@ class Context:
 
     settings: Settings
     handler: Callable[[list[int]], None] | None = None
+    on_mark: Callable[[int], None] | None = None  # a worker took the sweeper's mark out
 
     @cached_property
     def db(self) -> Database:
@@ -43,6 +44,7 @@ class Context:
             self.settings.resolved_queue_url,
             handler=self.handler,
             images_per_job=self.settings.images_per_job,
+            on_mark=self.on_mark,
         )
 
     def output_url(self, key: str) -> str:
@@ -56,11 +58,13 @@ _per_process: dict[int, Context] = {}
 
 
 def process_context(
-    settings: Settings, handler: Callable[[list[int]], None] | None = None
+    settings: Settings,
+    handler: Callable[[list[int]], None] | None = None,
+    on_mark: Callable[[int], None] | None = None,
 ) -> Context:
     """One Context per process id, so forked workers never share connections with their parent."""
     pid = os.getpid()
     ctx = _per_process.get(pid)
     if ctx is None:
-        ctx = _per_process[pid] = Context(settings, handler)
+        ctx = _per_process[pid] = Context(settings, handler, on_mark)
     return ctx

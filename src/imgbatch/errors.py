@@ -46,3 +46,27 @@ class ImageFailure(Exception):
 
     def __repr__(self) -> str:
         return f"ImageFailure({self.code!r}, {self.message!r}, retryable={self.retryable})"
+
+
+class BackendFault(Exception):
+    """A backend (storage, database, queue, an image host) failed: not the image's fault.
+
+    The work goes back (the image is released to `pending` with a delay that does not
+    count as an attempt) and is retried with exponential back-off for a bounded time,
+    `IMGBATCH_<KIND>_RETRY_SECONDS`; only then does the image fail, with `kind` as its
+    code and `message` as the last error. `delay` is the backend's own hint (a
+    `Retry-After`, a host's cool-down) when it gave one: the next try waits at least that.
+    Kinds: `storage`, `database`, `queue` (and `fetch` for image hosts).
+    """
+
+    def __init__(self, kind: str, message: str, *, delay: float | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.delay = delay
+
+    def __repr__(self) -> str:
+        return f"BackendFault({self.kind!r}, {self.message!r}, delay={self.delay})"
+
+
+Retryable = BackendFault  # the name huey and polar use for "try again later"

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "CONTENT_TYPE_LATEST",
+    "backend_fault",
     "image_processed",
     "render",
     "request_finished",
@@ -73,6 +74,17 @@ WEBHOOK_DELIVERIES = Counter(
     ["result"],
 )
 
+BACKEND_FAULTS = Counter(
+    "imgbatch_backend_faults",
+    "Faults of a backend met by a worker (storage, database, queue, fetch), each try counted.",
+    ["backend"],
+)
+IMAGES_GIVEN_BACK = Counter(
+    "imgbatch_images_given_back",
+    "Images released to pending after a backend's fault, to be retried (not failed).",
+    ["backend"],
+)
+
 # A delivery's status after an attempt → the `result` label.
 _WEBHOOK_RESULTS = {"delivered": "delivered", "pending": "retry", "failed": "failed"}
 
@@ -81,6 +93,13 @@ def image_processed(outcome: str, reason: str | None, seconds: float) -> None:
     """Count one processed image and observe its processing time."""
     IMAGES_PROCESSED.labels(outcome, reason or "none").inc()
     PROCESSING_SECONDS.labels(outcome).observe(seconds)
+
+
+def backend_fault(backend: str, images_given_back: int = 0) -> None:
+    """Count a backend's fault met by this process and the images it gave back."""
+    BACKEND_FAULTS.labels(backend).inc()
+    if images_given_back:
+        IMAGES_GIVEN_BACK.labels(backend).inc(images_given_back)
 
 
 def request_finished(status: str) -> None:

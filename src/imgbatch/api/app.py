@@ -42,7 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_middleware(app, settings)
     app.include_router(router)
     app.include_router(request_router)
-    app.include_router(webhook_router, responses=error_responses(401, 404, 409))
+    app.include_router(webhook_router, responses=error_responses(401, 404, 409, 503))
     app.include_router(web_router)
     app.include_router(metrics_router)
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -9,7 +10,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from imgbatch.errors import ApiError
+from imgbatch.errors import ApiError, BackendFault
+from imgbatch.ledger import UNAVAILABLE
+from imgbatch.queue import QueueError
+from imgbatch.storage import StorageError
+
+# Seconds a client should wait after a 503: a backend's hiccup is usually over by then.
+RETRY_AFTER_SECONDS = 5
+
+
+logger = logging.getLogger(__name__)
 
 
 def error_body(
@@ -50,6 +60,25 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )
+
+    async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # One handler for every unreachable backend (database, queue, storage): the client
+        # may retry, so this is a 503 with Retry-After, never a 500.
+        logger.warning(
+            "%s %s: backend unavailable: %s: %s",
+            request.method,
+            request.url.path,
+            type(exc).__name__,
+            str(exc).splitlines()[0] if str(exc) else "",
+        )
+        return JSONResponse(
+            error_body("unavailable", "a backend is unavailable; retry after a few seconds"),
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+
+    for unavailable in (*UNAVAILABLE, BackendFault, QueueError, StorageError):
+        app.add_exception_handler(unavailable, _unavailable)
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, _exc: Exception) -> JSONResponse:

@@ -84,6 +84,7 @@ _MEANINGS = {
     422: "The CSV or a field is well-formed but invalid (every problem listed).",
     429: "Too many uploads; retry after the number of seconds in Retry-After.",
     431: "Request headers are too many or too large.",
+    503: "A backend (database, queue, storage) is unreachable; retry after Retry-After seconds.",
 }
 _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}}
 
@@ -93,7 +94,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     out: dict[int | str, dict[str, Any]] = {}
     for status in (*statuses, 431):
         entry: dict[str, Any] = {"model": ErrorBody, "description": _MEANINGS[status]}
-        if status == 429:
+        if status in (429, 503):
             entry["headers"] = _RETRY_AFTER
         out[status] = entry
     return out

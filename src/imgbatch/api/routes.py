@@ -121,7 +121,7 @@ def _the_file(files: list[tuple[str, UploadFile]], texts: list[tuple[str, str]])
     tags=["requests"],
     dependencies=[Depends(limit_uploads)],
     response_model=UploadAccepted,
-    responses=error_responses(400, 401, 413, 415, 422, 429),
+    responses=error_responses(400, 401, 413, 415, 422, 429, 503),
     openapi_extra=UPLOAD_BODY,
 )
 async def upload(request: Request, owner: Owner) -> JSONResponse:
@@ -167,7 +167,9 @@ async def upload(request: Request, owner: Owner) -> JSONResponse:
     )
 
 
-@router.get("/api/status/{request_id}", tags=["requests"], responses=error_responses(400, 401, 404))
+@router.get(
+    "/api/status/{request_id}", tags=["requests"], responses=error_responses(400, 401, 404, 503)
+)
 async def status(
     request: Request,
     request_id: str,
@@ -187,7 +189,7 @@ async def status(
     response_class=StreamingResponse,
     responses={
         200: {"content": {"text/csv": {"schema": {"type": "string"}}}, "description": "The CSV."},
-        **error_responses(401, 404, 409),
+        **error_responses(401, 404, 409, 503),
     },
 )
 async def output_csv(request: Request, request_id: str, owner: Owner) -> StreamingResponse:
@@ -236,7 +238,7 @@ _FILE_DOCS: dict[str, Any] = {
     "response_class": Response,
     "responses": {
         200: {"content": {"image/*": {"schema": {"type": "string", "format": "binary"}}}},
-        **error_responses(404),
+        **error_responses(404, 503),
     },
 }
 

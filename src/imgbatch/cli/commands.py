@@ -67,19 +67,27 @@ def _start_worker_process(settings: Settings, concurrency: int) -> subprocess.Po
     env = dict(os.environ)
     env["IMGBATCH_PUBLIC_BASE_URL"] = settings.resolved_public_base_url
     env["IMGBATCH_DATA_DIR"] = str(settings.data_dir)
-    command = [sys.executable, "-m", "imgbatch", "worker", "--concurrency", str(concurrency)]
-    return subprocess.Popen(command, env=env, preexec_fn=_die_with_parent)
+    parent = os.getpid()
+    command = [
+        sys.executable,
+        "-m",
+        "imgbatch",
+        "worker",
+        "--concurrency",
+        str(concurrency),
+        "--parent-pid",
+        str(parent),
+    ]
 
+    def die_with_serve() -> None:
+        # Linux: SIGTERM (Huey's immediate stop, which stops the job processes too) when
+        # `serve` dies, even by kill -9; the worker also checks that `serve` is still its
+        # parent in its loop, for the race before this call and for other systems.
+        from imgbatch.queue import die_with_parent
 
-def _die_with_parent() -> None:
-    """Linux: the worker gets SIGTERM if `serve` dies, even by kill -9, so it never lingers."""
-    try:
-        import ctypes
+        die_with_parent(signal.SIGTERM, parent)
 
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+    return subprocess.Popen(command, env=env, preexec_fn=die_with_serve)
 
 
 def _stop(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
@@ -147,13 +155,17 @@ def worker(
         int | None,
         typer.Option(help="Serve this node's Prometheus counters on IMGBATCH_HOST:PORT/metrics."),
     ] = None,
+    parent_pid: Annotated[
+        int | None,
+        typer.Option(hidden=True, help="Stop when this process (serve) is gone."),
+    ] = None,
 ) -> None:
     """Run image workers, the webhook sender and the recovery sweep (no HTTP API)."""
     from imgbatch.jobs import run_worker
 
     settings = _settings()
     _prepare(settings)
-    run_worker(settings, concurrency, metrics_port=metrics_port)
+    run_worker(settings, concurrency, metrics_port=metrics_port, parent_pid=parent_pid)
 
 
 @app.command()

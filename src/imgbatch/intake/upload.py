@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 from imgbatch.catalogue import CsvLimits, CsvRejected, parse_products
 from imgbatch.context import Context
-from imgbatch.errors import ApiError, ImageFailure
+from imgbatch.errors import ApiError, ImageFailure, first_line
 from imgbatch.fetching import check_webhook_url
 from imgbatch.imaging import AUTO, MAX_SIDE, TARGETS
-from imgbatch.ledger import create_request
+from imgbatch.ledger import create_request, mark_enqueued
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +120,16 @@ def accept_upload(
     )
     try:
         ctx.queue.enqueue(image_ids)
-    except Exception:
-        # The ledger has the images as pending; the sweeper enqueues them again.
-        log.exception("enqueue failed; the sweeper will retry", extra={"request_id": request_id})
+        mark_enqueued(ctx.db, request_id)
+    except Exception as exc:
+        # The ledger has the images as pending and the request not marked enqueued: the
+        # next sweep enqueues them (and a request whose mark failed is only enqueued twice).
+        log.warning(
+            "enqueue failed (%s: %s); the sweeper will enqueue the request",
+            type(exc).__name__,
+            first_line(exc),
+            extra={"request_id": request_id},
+        )
     log.info(
         "request accepted: %d products, %d images",
         len(products),

@@ -8,6 +8,10 @@ instead of per image, which was a third of a worker's busy time on 0.5 MP images
 Every step is safe to repeat: the claim is a conditional update, the output key
 is deterministic (a retry overwrites its own object), and recording requires
 the current claim.
+
+A backend's fault (`errors.BackendFault`: the store is down, an image host cools
+down) is not the image's: its images go back to the queue with a delay (see
+`giveback`) and this process pauses taking jobs (see `gate`).
 """
 
 from __future__ import annotations
@@ -19,11 +23,14 @@ from dataclasses import dataclass
 
 from imgbatch import imaging, ledger, metrics
 from imgbatch.context import Context
-from imgbatch.errors import ImageFailure
+from imgbatch.errors import BackendFault, ImageFailure, first_line
 from imgbatch.ledger import ClaimedImage, ImageResult, Request
 from imgbatch.ledger import statuses as st
 from imgbatch.storage import PutObject
 from imgbatch.webhooks import create_completion_delivery
+
+from .gate import process_gate
+from .giveback import give_back
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +52,7 @@ class _Outcome:
     result: ImageResult
     seconds: float
     stored: PutObject | None = None  # the compressed bytes, until they are stored
+    fault: BackendFault | None = None  # a backend failed it: given back, not recorded
 
 
 class _Leases:
@@ -76,13 +84,24 @@ class _Leases:
 def process_images(ctx: Context, image_ids: Sequence[int]) -> list[str]:
     """Run one job; returns the new status of each image it recorded (none for a no-op)."""
     settings = ctx.settings
-    claimed = ledger.claim_images(ctx.db, image_ids, settings.lease_seconds, settings.max_attempts)
+    try:
+        claimed = ledger.claim_images(
+            ctx.db, image_ids, settings.lease_seconds, settings.max_attempts
+        )
+    except ledger.UNAVAILABLE as exc:
+        _database_down(ctx, image_ids, exc)
+        return []
+    process_gate().ok("database")
     leases = _Leases(ctx, claimed)
     outcomes: list[_Outcome] = []
     held_bytes = 0
     for image in claimed:
         leases.keep()
         if image.id not in leases.held:
+            continue
+        down = next((o for o in outcomes if o.fault and o.fault.kind == "storage"), None)
+        if down is not None:  # the store is down: the rest of the job goes back untouched
+            outcomes.append(_Outcome(image, down.result, 0.0, fault=down.fault))
             continue
         outcome = _process(ctx, image, leases)
         if outcome is not None and image.id in leases.held:
@@ -120,6 +139,9 @@ def _process(ctx: Context, claimed: ClaimedImage, leases: _Leases) -> _Outcome |
 
 def _failed(claimed: ClaimedImage, exc: Exception, started: float) -> _Outcome:
     extra = {"request_id": claimed.request_id, "image_id": claimed.id}
+    if isinstance(exc, BackendFault):  # not the image's fault: it goes back (`giveback`)
+        result = ImageResult.failed(exc.kind, exc.message)
+        return _Outcome(claimed, result, time.perf_counter() - started, fault=exc)
     if isinstance(exc, ImageFailure):
         log.info("image failed: %s: %s", exc.code, exc.message, extra=extra)
         result = ImageResult.failed(exc.code, exc.message)
@@ -166,7 +188,11 @@ def _compress(ctx: Context, claimed: ClaimedImage, data: bytes, started: float) 
 
 
 def _store(ctx: Context, outcomes: list[_Outcome]) -> None:
-    """Store the compressed images not stored yet; a failed write fails only its image."""
+    """Store the compressed images not stored yet.
+
+    A failed write is the store's fault, never the image's: the image goes back to the
+    queue (connection errors, timeouts, 5xx, throttling, a missing bucket, a full disk).
+    """
     pending = [o for o in outcomes if o.stored is not None]
     if not pending:
         return
@@ -175,25 +201,38 @@ def _store(ctx: Context, outcomes: list[_Outcome]) -> None:
         errors: list[Exception | None] = list(
             ctx.storage.put_many([o.stored for o in pending if o.stored is not None])
         )
-    except Exception as exc:  # the store is down: every image of the batch fails alike
+    except Exception as exc:  # the store is down: every image of the batch alike
         errors = [exc] * len(pending)
     share = (time.perf_counter() - started) / len(pending)
     for outcome, error in zip(pending, errors, strict=True):
         outcome.stored = None  # the bytes are no longer needed: free them
         outcome.seconds += share
         if error is not None:
-            outcome.result = ImageResult.failed("storage", f"could not store the image: {error}")
-            log.info(
-                "image failed: storage: %s",
-                error,
-                extra={"request_id": outcome.claimed.request_id, "image_id": outcome.claimed.id},
-            )
+            message = f"could not store the image: {error}"
+            outcome.result = ImageResult.failed("storage", message)
+            outcome.fault = BackendFault("storage", message)
+    if not any(error is not None for error in errors):
+        process_gate().ok("storage")
 
 
 def _record(ctx: Context, outcomes: list[_Outcome]) -> list[str]:
-    """Record the job's results in one transaction, then finalize requests it may have ended."""
+    """Record the job's results in one transaction, then finalize requests it may have ended.
+
+    Images a backend's fault gave back are released instead (or, past the bounded
+    retry time, recorded as failed with the last error).
+    """
+    faulted = [o for o in outcomes if o.fault is not None]
+    given_back: list[str] = []
+    if faulted:
+        failed_for_good = give_back(ctx, [(o.claimed, o.fault) for o in faulted if o.fault])
+        for outcome in faulted:
+            if outcome.claimed.id in failed_for_good:
+                outcome.fault = None  # recorded below as failed, with the last error
+            else:
+                given_back.append(st.PENDING)
+        outcomes = [o for o in outcomes if o.fault is None]
     if not outcomes:
-        return []
+        return given_back
     recorded = ledger.record_results(ctx.db, [(o.claimed, o.result) for o in outcomes])
     statuses: list[str] = []
     last: dict[str, None] = {}
@@ -211,7 +250,20 @@ def _record(ctx: Context, outcomes: list[_Outcome]) -> list[str]:
             last[outcome.claimed.request_id] = None
     for request_id in last:
         finalize(ctx, request_id)
-    return statuses
+    return statuses + given_back
+
+
+def _database_down(ctx: Context, image_ids: Sequence[int], exc: Exception) -> None:
+    """The claim could not reach the ledger: put the job back in the queue and pause.
+
+    Nothing was claimed, so the job is whole; if the queue refuses it too, the sweeper
+    finds its images again (they are pending and their job has left the queue).
+    """
+    process_gate().fault("database", first_line(exc), ctx.settings)
+    try:
+        ctx.queue.enqueue_job(list(image_ids))
+    except Exception as again:
+        log.warning("could not put a job back in the queue: %s", first_line(again))
 
 
 def finalize(ctx: Context, request_id: str) -> str | None:

@@ -11,10 +11,12 @@ import logging
 import resource
 import threading
 
-from imgbatch import imaging
+from imgbatch import imaging, ledger, metrics
 from imgbatch.config import Settings
 from imgbatch.context import process_context
+from imgbatch.queue import ConsumerHooks
 
+from .gate import process_gate
 from .pipeline import process_images
 from .sweeper import run_sweeper
 
@@ -33,16 +35,25 @@ def _limit_memory(max_mb: int) -> None:
 
 
 def run_worker(
-    settings: Settings, concurrency: int | None = None, metrics_port: int | None = None
+    settings: Settings,
+    concurrency: int | None = None,
+    metrics_port: int | None = None,
+    parent_pid: int | None = None,
 ) -> None:
-    """Run the consumer until SIGINT/SIGTERM; with `metrics_port`, serve this node's counters."""
+    """Run the consumer until SIGINT/SIGTERM; with `metrics_port`, serve this node's counters.
+
+    With `parent_pid` (a worker started by `serve`), it also stops when that process is gone.
+    """
     workers = concurrency or settings.worker_concurrency
     stop = threading.Event()
 
     def handle(image_ids: list[int]) -> None:
-        process_images(process_context(settings, handle), image_ids)
+        process_images(process_context(settings, handle, mark), image_ids)
 
-    ctx = process_context(settings, handle)
+    def mark(token: int) -> None:
+        ledger.see_mark(process_context(settings, handle, mark).db, token)
+
+    ctx = process_context(settings, handle, mark)
     queue = ctx.queue
 
     @queue.huey.on_startup()
@@ -79,7 +90,12 @@ def run_worker(
             "set it to the API's public URL on every worker",
             settings.resolved_public_base_url,
         )
-    consumer = queue.consumer(workers, settings.worker_type, on_start=start_background)
+    hooks = ConsumerHooks(
+        pause=lambda: process_gate().pause_left(),
+        on_queue_fault=lambda: metrics.backend_fault("queue"),
+        parent_pid=parent_pid,
+    )
+    consumer = queue.consumer(workers, settings.worker_type, on_start=start_background, hooks=hooks)
     try:
         consumer.run()
     finally:

@@ -163,6 +163,10 @@ def retry_request(db: Database, request_id: str, codes: Sequence[str] | None) ->
                     error_message=None,
                     started_at=None,
                     finished_at=None,
+                    # a retry starts afresh: no delay, no streak of backend faults
+                    retry_at=None,
+                    fault_since=None,
+                    fault_kind=None,
                 )
                 .returning(_images.c.id)
             ).scalars()

@@ -23,6 +23,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     false,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -81,8 +82,14 @@ class Request(Base):
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # 1 + the number of retries: each run that finalizes creates its own webhook event.
     runs: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # Its jobs reached the queue (set after the upload's enqueue): a request still False a
+    # few seconds after its creation lost its enqueue, and the sweeper enqueues it.
+    enqueued: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
 
-    __table_args__ = (Index("ix_requests_status_updated", "status", "updated_at"),)
+    __table_args__ = (
+        Index("ix_requests_status_updated", "status", "updated_at"),
+        Index("ix_requests_enqueued", "enqueued", "created_at"),
+    )
 
 
 class Product(Base):
@@ -127,6 +134,11 @@ class Image(Base):
     quality: Mapped[int | None] = mapped_column(Integer)  # encoded with; None: lossless or kept
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A backend's fault gave the image back: not claimed before `retry_at`; its streak of
+    # faults of `fault_kind` began at `fault_since` (the bounded retry time counts from it).
+    retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    fault_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    fault_kind: Mapped[str | None] = mapped_column(String(16))
 
     __table_args__ = (
         UniqueConstraint("product_id", "position"),
@@ -135,6 +147,19 @@ class Image(Base):
         Index("ix_images_status_lease", "status", "lease_until"),
         Index("ix_images_status_enqueued", "status", "enqueued_at"),
     )
+
+
+class QueueMark(Base):
+    """The sweeper's mark in the queue (one row): jobs enqueued before it left the queue
+    once it is `seen`, so only their images can have lost their job (see `jobs.sweeper`)."""
+
+    __tablename__ = "queue_marks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    token: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sent_depth: Mapped[int | None] = mapped_column(Integer)  # jobs waiting when it was sent
+    seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class WebhookDelivery(Base):

@@ -26,6 +26,7 @@ from imgbatch.ledger import statuses as st
 from .clock import utcnow
 from .engine import Database
 from .models import Image, Product, Request, UTCDateTime
+from .transient import retry_deadlocks
 
 AUTO = "auto"  # the quality that asks for the search (`imgbatch.imaging.autoquality`)
 AUTO_FALLBACK = 50
@@ -68,6 +69,9 @@ class ClaimedImage:
     attempt: int
     max_width: int | None = None
     max_height: int | None = None
+    # The image's streak of backend faults, if an earlier claim was given back.
+    fault_kind: str | None = None
+    fault_since: datetime | None = None
 
 
 def create_request(
@@ -95,6 +99,7 @@ def create_request(
             Request(
                 id=request_id,
                 status=st.PENDING,
+                enqueued=False,  # until the upload's jobs are in the queue
                 owner=owner,
                 quality=AUTO_FALLBACK if auto else int(quality),
                 auto_quality=auto,
@@ -166,15 +171,30 @@ _products = cast(Table, Product.__table__)
 _requests = cast(Table, Request.__table__)
 _now = bindparam("now", type_=UTCDateTime())
 
+_CLAIMABLE = and_(
+    _images.c.id.in_(bindparam("image_ids", expanding=True)),
+    or_(
+        _images.c.status == st.PENDING,
+        and_(_images.c.status == st.PROCESSING, _images.c.lease_until < _now),
+    ),
+    _images.c.attempts < bindparam("max_attempts"),
+    # released by a backend's fault: not before its delay ran out
+    or_(_images.c.retry_at.is_(None), _images.c.retry_at <= _now),
+)
 _CLAIM = (
     update(_images)
     .where(
-        _images.c.id.in_(bindparam("image_ids", expanding=True)),
-        or_(
-            _images.c.status == st.PENDING,
-            and_(_images.c.status == st.PROCESSING, _images.c.lease_until < _now),
+        # Rows are locked in id order, and on PostgreSQL a row another transaction holds
+        # (a sweep, a duplicate job's claim) is skipped rather than waited for, so a claim
+        # never takes part in a deadlock. SQLite has no row locks and ignores the clause.
+        _images.c.id.in_(
+            select(_images.c.id)
+            .where(_CLAIMABLE)
+            .order_by(_images.c.id)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
         ),
-        _images.c.attempts < bindparam("max_attempts"),
+        _CLAIMABLE,
     )
     .values(
         status=st.PROCESSING,
@@ -189,6 +209,8 @@ _CLAIM = (
         _images.c.input_url,
         _images.c.position,
         _images.c.product_id,
+        _images.c.fault_kind,
+        _images.c.fault_since,
     )
 )
 _CLAIM_CONTEXT = (
@@ -242,6 +264,7 @@ _ANY_UNFINISHED = select(
 )
 
 
+@retry_deadlocks
 def claim_images(
     db: Database, image_ids: Sequence[int], lease_seconds: float, max_attempts: int = 5
 ) -> list[ClaimedImage]:
@@ -271,7 +294,10 @@ def claim_images(
                 _CLAIM_CONTEXT, {"product_ids": list({r.product_id for r in rows})}
             )
         }
-        for request_id in {c.request_id for c in contexts.values() if c.status == st.PENDING}:
+        # Request rows in one order too: two claims starting two requests never cross.
+        for request_id in sorted(
+            {c.request_id for c in contexts.values() if c.status == st.PENDING}
+        ):
             conn.execute(_START_REQUEST, {"request_id": request_id, "now": now})
     order = {image_id: i for i, image_id in enumerate(image_ids)}
     return [
@@ -289,11 +315,14 @@ def claim_images(
             attempt=row.attempts,
             max_width=contexts[row.product_id].max_width,
             max_height=contexts[row.product_id].max_height,
+            fault_kind=row.fault_kind,
+            fault_since=row.fault_since,
         )
         for row in sorted(rows, key=lambda r: order[r.id])
     ]
 
 
+@retry_deadlocks
 def renew_leases(
     db: Database, claimed: Sequence[ClaimedImage], lease_seconds: float
 ) -> list[ClaimedImage]:
@@ -316,6 +345,7 @@ class Recorded:
     maybe_last: bool  # no image of the request was unfinished right after ours
 
 
+@retry_deadlocks
 def record_results(
     db: Database, results: Sequence[tuple[ClaimedImage, ImageResult]]
 ) -> list[Recorded]:
@@ -364,6 +394,7 @@ def record_results(
 FinalizeHook = Callable[[Session, Request], None]
 
 
+@retry_deadlocks
 def finalize_request(
     db: Database, request_id: str, on_finalized: FinalizeHook | None = None
 ) -> str | None:
@@ -440,55 +471,6 @@ def last_image_change(session: Session, request_id: str) -> datetime | None:
             Image.request_id == request_id, Image.status.in_((st.DONE, st.FAILED))
         )
     ).scalar()
-
-
-def requeue_expired_leases(db: Database, max_attempts: int) -> list[int]:
-    """Images whose worker died (lease expired): back to pending, or failed after too many tries."""
-    now = utcnow()
-    with db.session() as session:
-        session.execute(
-            update(Image)
-            .where(
-                Image.status == st.PROCESSING,
-                Image.lease_until < now,
-                Image.attempts >= max_attempts,
-            )
-            .values(
-                status=st.FAILED,
-                lease_until=None,
-                finished_at=now,
-                error_code="internal",
-                error_message=f"gave up after {max_attempts} attempts that did not finish",
-            )
-        )
-        ids = session.execute(
-            update(Image)
-            .where(Image.status == st.PROCESSING, Image.lease_until < now)
-            .values(status=st.PENDING, lease_until=None, enqueued_at=now)
-            .returning(Image.id)
-        ).scalars()
-        return list(ids)
-
-
-def requeue_stale_pending(db: Database, older_than: datetime, limit: int = 10_000) -> list[int]:
-    """Pending images not (re-)enqueued since `older_than`: their job may have been lost."""
-    now = utcnow()
-    with db.session() as session:
-        candidates = (
-            select(Image.id)
-            .where(Image.status == st.PENDING, Image.enqueued_at < older_than)
-            .limit(limit)
-            .scalar_subquery()
-        )
-        ids = session.execute(
-            update(Image)
-            .where(
-                Image.id.in_(candidates), Image.status == st.PENDING, Image.enqueued_at < older_than
-            )
-            .values(enqueued_at=now)
-            .returning(Image.id)
-        ).scalars()
-        return list(ids)
 
 
 def unfinalized_request_ids(db: Database) -> list[str]:

@@ -30,9 +30,12 @@ from huey.storage import SqliteStorage
 from imgbatch.config import redact_url
 from imgbatch.errors import first_line
 
+from .consumer import ConsumerHooks, build_consumer
+
 log = logging.getLogger(__name__)
 
 TASK_NAME = "process_images"
+MARK_TASK_NAME = "queue_mark"  # the sweeper's mark (see `jobs.sweeper`)
 _SINGLE_TASK_NAME = "process_image"
 QUEUE_NAME = "imgbatch"
 
@@ -207,6 +210,7 @@ class JobQueue:
         url: str,
         handler: Callable[[list[int]], None] | None = None,
         images_per_job: int = 8,
+        on_mark: Callable[[int], None] | None = None,
     ) -> None:
         self.url = url
         self.huey = build_huey(url)
@@ -216,6 +220,8 @@ class JobQueue:
         # Jobs of one image, as enqueued before jobs had several: kept for a release so a
         # rolling upgrade runs what the old API and sweepers enqueue instead of dropping it.
         self._single_task = self.huey.task(name=_SINGLE_TASK_NAME, retries=0)(self._run_one)
+        self._on_mark = on_mark
+        self._mark_task = self.huey.task(name=MARK_TASK_NAME, retries=0)(self._run_mark)
 
     def _run(self, image_ids: list[int]) -> None:
         if self._handler is None:
@@ -224,6 +230,18 @@ class JobQueue:
 
     def _run_one(self, image_id: int) -> None:
         self._run([image_id])
+
+    def _run_mark(self, token: int) -> None:
+        if self._on_mark is not None:
+            self._on_mark(token)
+
+    def enqueue_job(self, image_ids: Sequence[int]) -> None:
+        """Enqueue exactly one job of these images (a job put back whole)."""
+        _bulk_enqueue(self.huey.storage, [self.huey.serialize_task(self._task.s(list(image_ids)))])
+
+    def enqueue_mark(self, token: int) -> None:
+        """Enqueue the sweeper's mark `token` behind every job waiting now."""
+        _bulk_enqueue(self.huey.storage, [self.huey.serialize_task(self._mark_task.s(token))])
 
     def enqueue(
         self, image_ids: Sequence[int], chunk: int = 1000, images_per_job: int | None = None
@@ -262,19 +280,15 @@ class JobQueue:
         workers: int,
         worker_type: str = "process",
         on_start: Callable[[], None] | None = None,
+        hooks: ConsumerHooks | None = None,
     ) -> Consumer:
-        """A Huey consumer; `on_start` runs in the consumer's main process after workers fork."""
-
-        class _Consumer(Consumer):
-            def start(self) -> None:
-                super().start()
-                if on_start is not None:
-                    on_start()
-
-        return _Consumer(
+        """A Huey consumer (see `consumer`); `on_start` runs in its main process after workers fork."""
+        return build_consumer(
             self.huey,
-            workers=workers,
-            worker_type=worker_type,
+            workers,
+            worker_type,
+            on_start,
+            hooks or ConsumerHooks(),
             periodic=False,
             # We schedule nothing for later; the scheduler's read of the schedule table
             # locks a SQLite queue, so it runs once a minute instead of every second.
