@@ -12,16 +12,21 @@ queue, storage or anything above.
 from __future__ import annotations
 
 from .addresses import (
+    METADATA_ADDRESSES,
+    OPENED_BY_ALLOW_PRIVATE,
     AddressPolicy,
     check_address,
     check_url,
     host_matches,
     is_forbidden_address,
+    metadata_service,
     parse_host_ip,
 )
 from .client import Fetcher, FetchLimits, check_webhook_url
 
 __all__ = [
+    "METADATA_ADDRESSES",
+    "OPENED_BY_ALLOW_PRIVATE",
     "AddressPolicy",
     "FetchLimits",
     "Fetcher",
@@ -30,5 +35,6 @@ __all__ = [
     "check_webhook_url",
     "host_matches",
     "is_forbidden_address",
+    "metadata_service",
     "parse_host_ip",
 ]

@@ -121,6 +121,34 @@ def _embedded_v4(ip: IPv6Address) -> tuple[list[IPv4Address], str | None] | None
     return None
 
 
+# What IMGBATCH_ALLOW_PRIVATE_URLS opens (demos, internal image hosts): these address
+# ranges, on any port. Link-local (169.254.0.0/16, fe80::/10), the cloud metadata
+# services below, and every other special range stay refused; only an
+# IMGBATCH_ALLOWED_HOSTS entry covering them opens them.
+OPENED_BY_ALLOW_PRIVATE = frozenset({"loopback", "private", "cgnat"})
+
+# Cloud instance-metadata endpoints: a request to one can hand out the machine's
+# credentials. Some sit outside link-local, so they are listed, not inferred.
+METADATA_ADDRESSES: dict[IPAddress, str] = {
+    IPv4Address("169.254.169.254"): "AWS, GCP, Azure, OpenStack, Oracle, DigitalOcean",
+    IPv4Address("169.254.170.2"): "AWS ECS task metadata",
+    IPv4Address("100.100.100.200"): "Alibaba Cloud",
+    IPv4Address("192.0.0.192"): "Oracle Cloud (legacy)",
+    IPv6Address("fd00:ec2::254"): "AWS (IPv6)",
+}
+
+
+def metadata_service(ip: IPAddress) -> str | None:
+    """Whose metadata service `ip` is (also hidden in an IPv6 form), or None."""
+    if isinstance(ip, IPv6Address):
+        ip = IPv6Address(int(ip))  # no zone id
+        embedded = _embedded_v4(ip) if ip not in _UNSPECIFIED_OR_LOOPBACK else None
+        for inner in embedded[0] if embedded else []:
+            if inner in METADATA_ADDRESSES:
+                return METADATA_ADDRESSES[inner]
+    return METADATA_ADDRESSES.get(ip)
+
+
 def is_forbidden_address(ip: IPAddress) -> str | None:
     """Why `ip` must not be contacted ("loopback", "private", ...), or None if it is public.
 
@@ -297,9 +325,11 @@ def host_matches(host: str, patterns: Sequence[str]) -> bool:
 class AddressPolicy:
     """Where outgoing requests may go.
 
-    `allow_private` lifts the address and port checks entirely (development,
-    tests). A host matching `allowed_hosts` (by name, or by IP/CIDR pattern for
-    its address) may reach non-public addresses and any port.
+    `allow_private` opens loopback, private and CGNAT addresses
+    (`OPENED_BY_ALLOW_PRIVATE`) on any port, for demos and internal image hosts;
+    public addresses keep `allowed_ports`, and link-local and cloud metadata
+    addresses stay refused. A host matching `allowed_hosts` (by name, or by
+    IP/CIDR pattern for its address) may reach any address and any port.
     """
 
     allow_private: bool = False
@@ -428,20 +458,48 @@ def check_url(url: str, policy: AddressPolicy) -> ParsedTarget:
         port = int(raw_port)
     else:
         port = 443 if scheme == "https" else 80
-    if not (port in policy.allowed_ports or policy.allow_private or policy.host_allowed(host)):
-        raise ImageFailure("blocked_address", f"port {port} is not allowed")
+    if not (port in policy.allowed_ports or policy.host_allowed(host)):
+        ip = parse_host_ip(host) if is_ip else None
+        # With allow_private a name may still resolve to an opened address, where any port
+        # is fine: `check_address` decides once the address is known.
+        if not (policy.allow_private and (ip is None or _opened_by_flag(ip))):
+            raise ImageFailure("blocked_address", f"port {port} is not allowed")
     path = quote(parts.path or "/", safe=_PATH_SAFE)
     if parts.query:
         path += "?" + quote(parts.query, safe=_PATH_SAFE)
     return ParsedTarget(scheme=scheme, host=host, port=port, path=path, is_ip=is_ip)
 
 
-def check_address(ip: IPAddress, host: str, policy: AddressPolicy) -> None:
-    """Raise ImageFailure("blocked_address") if `host` may not be reached at `ip`."""
-    reason = is_forbidden_address(ip)
-    if reason is None or policy.allow_private:
-        return
+def _opened_by_flag(ip: IPAddress) -> bool:
+    return is_forbidden_address(ip) in OPENED_BY_ALLOW_PRIVATE and metadata_service(ip) is None
+
+
+def check_address(ip: IPAddress, host: str, policy: AddressPolicy, port: int | None = None) -> None:
+    """Raise ImageFailure("blocked_address") if `host` may not be reached at `ip` (and `port`).
+
+    `port` is checked here only when `check_url` could not decide it: with
+    `allow_private`, a port outside `allowed_ports` is fine on an opened
+    address and refused on a public one.
+    """
     if policy.host_allowed(host) or _ip_matches(ip, policy.allowed_hosts):
         return
     shown = host if host == str(ip) else f"{host} ({ip})"
-    raise ImageFailure("blocked_address", f"{shown} is not a public address ({reason})")
+    reason = is_forbidden_address(ip)
+    service = metadata_service(ip)
+    if service is not None:
+        raise ImageFailure(
+            "blocked_address",
+            f"{shown} is not a public address ({reason}: the cloud metadata service of "
+            f"{service}); only an IMGBATCH_ALLOWED_HOSTS entry naming it opens it",
+        )
+    if reason is None:
+        if port is not None and port not in policy.allowed_ports:
+            raise ImageFailure("blocked_address", f"port {port} is not allowed on {shown}")
+        return
+    if policy.allow_private and reason in OPENED_BY_ALLOW_PRIVATE:
+        return
+    opened = " (IMGBATCH_ALLOW_PRIVATE_URLS opens loopback, private and CGNAT only)"
+    raise ImageFailure(
+        "blocked_address",
+        f"{shown} is not a public address ({reason})" + (opened if policy.allow_private else ""),
+    )

@@ -135,7 +135,7 @@ def resolve_checked(
         if not addresses:
             raise ImageFailure("upstream", f"{target.host} has no addresses")
     for ip in addresses:
-        check_address(ip, target.host, policy)
+        check_address(ip, target.host, policy, target.port)
     return addresses
 
 
