@@ -27,6 +27,7 @@ import pytest
 
 from conftest import encode, photo
 from support.imageserver import ImageServer
+from support.jpegs import many_scan_jpeg
 from support.service import Service, http, multipart, products_csv
 
 MAX_CSV_BYTES = 256 * 1024
@@ -102,6 +103,7 @@ def hostile_images(root: Path) -> dict[str, tuple[str, str | None]]:
         "huge.gif": (gif_claiming(65_535, 65_535), "failed", "too_many_pixels"),
         "huge.webp": (webp_claiming(16_383, 16_383), "failed", "too_many_pixels"),
         "huge.jpg": (jpeg_claiming(65_000, 65_000), "failed", "too_many_pixels"),
+        "many-scans.jpg": (many_scan_jpeg(1200, 900, 400), "failed", "too_complex"),
         "truncated.jpg": (good_jpeg[: len(good_jpeg) // 2], "failed", "corrupt_image"),
         "truncated.png": (good_png[: len(good_png) // 2], "failed", "corrupt_image"),
         "garbage-after-magic.png": (
@@ -453,6 +455,24 @@ def test_hostile_images_fail_with_clear_codes(
         for error in product["errors"]:
             assert error["message"] and "Traceback" not in error["message"]
     assert by_name["jpeg-named.png"]["output_urls"][0].endswith(".jpg")
+
+
+def test_a_jpeg_that_would_cost_minutes_of_cpu_is_refused_at_once(
+    service: Service, images: ImageServer, hostile_dir: Path
+) -> None:
+    # 4000 x 4000 with 15,000 scans: 1.5 MB that libjpeg would decode for about two
+    # minutes of CPU (7.5 s per 1,000 scans measured), holding a worker all along.
+    (hostile_dir / "scan-bomb.jpg").write_bytes(many_scan_jpeg(4000, 4000, 15_000))
+    started = time.monotonic()
+    status, answer = service.upload(products_csv([("Scans", [images.url("scan-bomb.jpg")])]))
+    assert status == 202, answer
+    doc = service.wait_final(answer["request_id"], timeout=30)
+    assert time.monotonic() - started < 10
+    (product,) = doc["products"]
+    assert product["status"] == "failed"
+    (error,) = product["errors"]
+    assert error["code"] == "too_complex", error
+    assert "scans" in error["message"]
 
 
 def _worker_processes(service: Service) -> set[int]:

@@ -35,7 +35,7 @@ class ImageFailure(Exception):
 
     Codes: `bad_url`, `blocked_address`, `not_found`, `upstream`, `timeout`,
     `too_large`, `not_an_image`, `unsupported_format`, `too_many_pixels`,
-    `corrupt_image`, `storage`, `internal`.
+    `too_complex`, `corrupt_image`, `storage`, `internal`.
     """
 
     def __init__(self, code: str, message: str, *, retryable: bool = False) -> None:

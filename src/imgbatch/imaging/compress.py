@@ -35,7 +35,7 @@ from imgbatch.errors import ImageFailure
 from . import encoders, turbo
 from .autoquality import DEFAULT_TARGET, HIGH, MAX_RAISES, RAISE_STEP, Scorer
 from .encoders import PILLOW_NAMES
-from .formats import header_size, refused_format, sniff_format
+from .formats import header_size, jpeg_scans, refused_format, sniff_format
 from .metadata import strip_metadata
 from .resizing import MAX_SIDE, displayed_size, downscale, fit_within
 
@@ -53,6 +53,12 @@ CONTENT_TYPES = {
 EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp", "gif": "gif", "avif": "avif"}
 # Largest side each encoder can write (AVIF: what libavif will decode again).
 _MAX_SIDE = {"jpeg": 65_500, "png": 2**31 - 1, "webp": 16_383, "gif": 65_535, "avif": 32_768}
+
+# Progressive JPEGs with more scans are refused before decoding (`too_complex`): libjpeg
+# passes over every block once per scan, so 15,000 tiny scans made a 1.3 MB file cost
+# hours of CPU. Encoders write 1 (baseline) to about 10 scans; libjpeg-turbo's own
+# tools suggest refusing more than 100 (djpeg -maxscans, TJPARAM_SCANLIMIT).
+MAX_JPEG_SCANS = 100
 
 # Keep freed 16 MiB image blocks for reuse (RSS up to +128 MiB): in a fresh process
 # JPEG 12 MP 62 -> 44 ms, WebP 2 MP 75 -> 58 ms; PNG -3 %, AVIF unchanged.
@@ -168,6 +174,19 @@ def _limit_header(ctx: _Context) -> None:
     size = header_size(ctx.data, ctx.source)
     if size is not None and size[0] * size[1] > ctx.options.max_pixels:
         raise _too_many_pixels(*size, ctx.options.max_pixels)
+
+
+def _limit_scans(data: bytes) -> None:
+    """Refuse a JPEG with too many scans before any decoder, the fast path's too, sees it."""
+    if sniff_format(data) != "jpeg":
+        return
+    scans = jpeg_scans(data, stop_after=MAX_JPEG_SCANS + 1)
+    if scans > MAX_JPEG_SCANS:
+        raise ImageFailure(
+            "too_complex",
+            f"progressive JPEG with more than {MAX_JPEG_SCANS} scans; "
+            "decoding it would cost far more than its size suggests",
+        )
 
 
 def _open(ctx: _Context) -> None:
@@ -411,8 +430,9 @@ def compress(data: bytes, options: CompressOptions = CompressOptions()) -> Compr
     """Re-encode `data` per `options`; never returns more bytes than it was given.
 
     Raises `ImageFailure` with code `not_an_image`, `unsupported_format`,
-    `too_many_pixels` or `corrupt_image` (`internal` if an encoder fails).
+    `too_many_pixels`, `too_complex` or `corrupt_image` (`internal` if an encoder fails).
     """
+    _limit_scans(data)
     fast = _fast_jpeg(data, options)
     if fast is not None:
         return fast
