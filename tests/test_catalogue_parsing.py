@@ -654,7 +654,18 @@ def test_formula_prefixes_are_escaped(prefix: str) -> None:
     assert parsed[1][1] == "'" + value
 
 
-@pytest.mark.parametrize("value", ["Shirt", "", "'=already quoted", " =spaced", "1+1", "a=b"])
+@pytest.mark.parametrize(
+    "invisible", ["\u200b", "\ufeff", "\u180e", "\u200e\u2060", "\u00a0", " ", "\u3000", "\u3164"]
+)
+@pytest.mark.parametrize("prefix", ["=", "+", "-", "@", "\uff1d", "\uff0b"])
+def test_formulas_behind_invisible_characters_are_escaped(invisible: str, prefix: str) -> None:
+    value = invisible + prefix + "SUM(A1:A2)"
+    assert escape_cell(value) == "'" + value
+
+
+@pytest.mark.parametrize(
+    "value", ["Shirt", "", "'=already quoted", "1+1", "a=b", "\u200bShirt", " Shirt", "\u200b"]
+)
 def test_safe_cells_are_unchanged(value: str) -> None:
     assert escape_cell(value) == value
 

@@ -331,6 +331,16 @@ def test_redirect_without_location(server: ImageServer, fetcher: Fetcher) -> Non
     assert "no Location" in failure.message
 
 
+@pytest.mark.parametrize("location", ["http://[::1", "http://[127.0.0.1]/a.jpg", "//[::1/x"])
+def test_redirect_to_a_malformed_location_is_upstream(
+    server: ImageServer, fetcher: Fetcher, location: str
+) -> None:
+    quoted = location.replace("%", "%25").replace("[", "%5B").replace("]", "%5D")
+    failure = failure_of(lambda: fetcher.fetch(server.url(f"redirect?to={quoted}")))
+    assert failure.code == "upstream"
+    assert "malformed Location" in failure.message
+
+
 def test_redirect_to_other_scheme_is_bad_url(server: ImageServer, fetcher: Fetcher) -> None:
     failure = failure_of(lambda: fetcher.fetch(server.url("redirect?to=file:///etc/passwd")))
     assert failure.code == "bad_url"

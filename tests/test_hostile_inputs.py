@@ -431,6 +431,7 @@ def test_hostile_images_fail_with_clear_codes(
         "download over the byte cap": ("/big?bytes=6000000", "too_large"),
         "over the cap, no Content-Length": ("/big?bytes=6000000&length=none", "too_large"),
         "lying Content-Length": ("/big?bytes=6000000&length=1000", "not_an_image"),
+        "malformed Location": ("/redirect?to=http%3A%2F%2F%5B%3A%3A1", "upstream"),
     }
     rows = [(name, [images.url(name)]) for name in expected]
     rows += [(name, [images.url(path)]) for name, (path, _) in big.items()]

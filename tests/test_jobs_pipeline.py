@@ -255,6 +255,7 @@ def test_each_image_of_a_mixed_job_fails_or_succeeds_on_its_own(
     assert missing.error_message is not None and "404" in missing.error_message
     assert unstorable.error_message is not None
     assert unstorable.error_message.startswith("could not store the image")
+    assert str(tmp_path) not in unstorable.error_message
     for row in (missing, text, unstorable):
         assert row.status == st.FAILED and row.finished_at is not None
         assert row.output_key is row.output_url is row.bytes_out is None

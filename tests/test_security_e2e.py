@@ -179,9 +179,15 @@ def test_output_csv_cells_are_escaped_against_formulas(
         "+1+cmd|' /C calc'!A0",
         "-2+3",
         "@SUM(A1:A9)",
+        # Invisible characters first: a spreadsheet skips them and still sees a formula.
+        '\u200b=HYPERLINK("http://evil.invalid/","x")',
+        "\ufeff+1+cmd|' /C calc'!A0",
+        "\u180e@SUM(A1:A9)",
+        "\u200e\u2060\u00a0-2+3",
+        "\uff1dSUM(A1:A9)",  # a fullwidth equals sign, which some spreadsheets accept
         "Plain shoe",
     ]
-    rows = [(name, [gateway.url(f"/photo{i}.jpg")]) for i, name in enumerate(names)]
+    rows = [(name, [gateway.url(f"/photo{i % 6}.jpg")]) for i, name in enumerate(names)]
     status, _, answer = upload(guarded, products_csv(rows))
     assert status == 202, answer
     request_id = answer["request_id"]
@@ -190,7 +196,7 @@ def test_output_csv_cells_are_escaped_against_formulas(
     status, headers, raw = call("GET", f"{guarded.url}/api/requests/{request_id}/output.csv")
     assert status == 200 and headers["content-type"].startswith("text/csv")
     table = list(csv.reader(io.StringIO(raw.decode("utf-8"))))
-    assert [row[1] for row in table[1:]] == ["'" + n for n in names[:4]] + ["Plain shoe"]
+    assert [row[1] for row in table[1:]] == ["'" + n for n in names[:-1]] + ["Plain shoe"]
     for row in table[1:]:
         assert row[2].startswith("http://127.0.0.2:")
         assert row[3].startswith(f"{guarded.url}/files/{request_id}/")
@@ -313,6 +319,21 @@ def test_files_links_need_no_key(keyed: Service) -> None:
     status, _, raw = call("GET", keyed.url + "/readyz")
     assert status == 200 and json.loads(raw)["auth"] == "api_keys"
     assert "no IMGBATCH_API_KEYS configured" not in keyed.logs()
+
+
+def test_a_symlink_out_of_the_storage_root_is_not_found(keyed: Service, tmp_path: Path) -> None:
+    secret = tmp_path / "outside.jpg"
+    secret.write_bytes(b"\xff\xd8\xff\xe0 not for the public")
+    request_dir = keyed.data_dir / "images" / uuid.uuid4().hex
+    (request_dir / "1").mkdir(parents=True)
+    (request_dir / "1" / "0.jpg").symlink_to(secret)
+    (request_dir / "2").symlink_to(tmp_path)  # a directory link: the file below it escapes too
+    for key in ("1/0.jpg", "2/outside.jpg"):
+        for method in ("GET", "HEAD"):
+            status, _, body = call(method, f"{keyed.url}/files/{request_dir.name}/{key}")
+            assert status == 404, (method, key, body)
+            assert b"not for the public" not in body
+    assert "Exception in ASGI application" not in keyed.logs()
 
 
 def test_upload_rate_limit_is_per_key(keyed: Service) -> None:
@@ -446,6 +467,28 @@ def test_upload_rate_limit_is_per_client_address_when_open(open_service: Service
     assert status == 429 and answer["error"]["code"] == "rate_limited"
     assert int(headers["retry-after"]) >= 1
     assert upload(open_service, sample, source="127.0.0.4")[0] == 202  # another client
+
+
+def test_x_forwarded_for_is_trusted_from_127_0_0_1_and_1_only_by_default(
+    open_service: Service,
+) -> None:
+    """uvicorn's default FORWARDED_ALLOW_IPS is "127.0.0.1,::1" (a proxy on this machine):
+    a client connecting from there names its own address, and so its rate-limit bucket,
+    with X-Forwarded-For; from any other address the header is ignored (README, Security)."""
+    sample = products_csv([("Shoe", ["http://127.0.0.1:9/shoe.jpg"])])
+
+    def forwarded(address: str, source: str) -> int:
+        return upload(open_service, sample, {"X-Forwarded-For": address}, source=source)[0]
+
+    for _ in range(OPEN_UPLOADS_PER_MINUTE):
+        assert forwarded("198.51.100.7", "127.0.0.1") == 202
+    assert forwarded("198.51.100.7", "127.0.0.1") == 429  # that "client" is limited ...
+    assert forwarded("198.51.100.8", "127.0.0.1") == 202  # ... another one is not
+    for _ in range(OPEN_UPLOADS_PER_MINUTE):
+        assert forwarded("198.51.100.9", "127.0.0.5") == 202
+    # 127.0.0.5 is not a trusted proxy: its header is ignored and its own bucket is empty.
+    assert forwarded("198.51.100.10", "127.0.0.5") == 429
+    assert upload(open_service, sample, source="127.0.0.5")[0] == 429
 
 
 def _raw_exchange(port: int, head: bytes, pieces: int = 1) -> bytes:

@@ -59,11 +59,14 @@ class BackendFault(Exception):
     Kinds: `storage`, `database`, `queue` (and `fetch` for image hosts).
     """
 
-    def __init__(self, kind: str, message: str, *, delay: float | None = None) -> None:
+    def __init__(
+        self, kind: str, message: str, *, delay: float | None = None, detail: str | None = None
+    ) -> None:
         super().__init__(message)
         self.kind = kind
-        self.message = message
+        self.message = message  # what clients may read (it becomes the image's error)
         self.delay = delay
+        self.detail = detail or message  # what the log gets: paths, hosts, exception text
 
     def __repr__(self) -> str:
         return f"BackendFault({self.kind!r}, {self.message!r}, delay={self.delay})"

@@ -73,7 +73,7 @@ def _caller(request: Request, owner: str | None) -> str:
     if owner is not None:
         return "key:" + owner
     # Behind a reverse proxy uvicorn takes the address from X-Forwarded-For, but only
-    # when the proxy is in FORWARDED_ALLOW_IPS (default: loopback).
+    # when the peer is in FORWARDED_ALLOW_IPS (default "127.0.0.1,::1": any local process).
     host = request.client.host if request.client is not None else "unknown"
     return "addr:" + host
 

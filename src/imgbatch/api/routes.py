@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
 
 from imgbatch.api.ratelimit import limit_uploads
 from imgbatch.api.responses import UPLOAD_BODY, UploadAccepted, error_responses
@@ -27,6 +29,7 @@ from imgbatch.ledger import statuses as st
 from imgbatch.reports import get_request, iter_image_rows, iter_output_rows, status_document
 from imgbatch.storage import validate_key
 
+log = logging.getLogger(__name__)
 router = APIRouter()
 
 Owner = Annotated[str | None, Depends(require_owner)]
@@ -68,10 +71,13 @@ async def _csv_and_fields(request: Request, max_csv: int) -> tuple[bytes, dict[s
                 max_fields=MAX_FORM_PARTS,
                 max_part_size=MULTIPART_OVERHEAD,
             )
-        except Exception as exc:
+        except MultiPartException as exc:  # Starlette's messages are written for clients
             raise ApiError(
-                400, "bad_multipart", f"the multipart body could not be parsed: {exc}"
+                400, "bad_multipart", f"the multipart body could not be parsed: {exc.message}"
             ) from None
+        except Exception as exc:  # anything else: its text stays in the log
+            log.info("unparseable multipart upload: %s: %s", type(exc).__name__, exc)
+            raise ApiError(400, "bad_multipart", "the multipart body could not be parsed") from None
         files = [(name, v) for name, v in form.multi_items() if isinstance(v, UploadFile)]
         texts = [(name, v) for name, v in form.multi_items() if isinstance(v, str)]
         upload = _the_file(files, texts)
@@ -254,7 +260,11 @@ async def files(request: Request, key: str) -> Response:
         key = validate_key(key)
     except ValueError:
         raise ApiError(404, "not_found", "no such file") from None
-    info = await run_in_threadpool(ctx.storage.stat, key)
+    try:
+        info = await run_in_threadpool(ctx.storage.stat, key)
+    except ValueError:  # a symlink that leads out of the storage root
+        log.warning("refused /files/%s: it leads out of the storage directory", key)
+        raise ApiError(404, "not_found", "no such file") from None
     if info is None:
         raise ApiError(404, "not_found", "no such file")
     headers = {
@@ -266,7 +276,7 @@ async def files(request: Request, key: str) -> Response:
         return Response(status_code=200, media_type=info.content_type, headers=headers)
     try:
         chunks = await run_in_threadpool(ctx.storage.iter_chunks, key)
-    except KeyError:  # deleted between stat and open
+    except (KeyError, ValueError):  # deleted (or replaced by a link) between stat and open
         raise ApiError(404, "not_found", "no such file") from None
     return StreamingResponse(chunks, media_type=info.content_type, headers=headers)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -33,6 +34,13 @@ IMAGES_HEADER = (
 )
 
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+# Fullwidth forms of = + - @: some spreadsheets read them as the ASCII ones.
+_FULLWIDTH_PREFIXES = ("\uff1d", "\uff0b", "\uff0d", "\uff20")
+# Characters a spreadsheet may skip before deciding a cell is a formula: format characters
+# (zero-width space U+200B, BOM U+FEFF, Mongolian vowel separator U+180E, bidi marks, word
+# joiner), spaces and separators of every kind, controls, and the Hangul fillers.
+_INVISIBLE_CATEGORIES = ("Cf", "Cc", "Zs", "Zl", "Zp")
+_INVISIBLE_EXTRA = frozenset("\u115f\u1160\u3164\uffa0\u034f")
 _CHUNK_CHARS = 64 * 1024
 
 
@@ -75,9 +83,25 @@ class ImageRow:
     quality: int | None
 
 
+def _invisible(char: str) -> bool:
+    return unicodedata.category(char) in _INVISIBLE_CATEGORIES or char in _INVISIBLE_EXTRA
+
+
 def escape_cell(value: str) -> str:
-    """Prefix `'` so a spreadsheet shows the text instead of running it as a formula (OWASP)."""
-    return "'" + value if value.startswith(_FORMULA_PREFIXES) else value
+    """Prefix `'` so a spreadsheet shows the text instead of running it as a formula (OWASP).
+
+    A cell counts as a formula when it starts with `= + - @`, a tab or CR, or their
+    fullwidth forms, also behind any run of invisible characters (U+200B, U+FEFF,
+    spaces...), which a spreadsheet may skip; the text itself is kept unchanged.
+    """
+    if value.startswith(_FORMULA_PREFIXES):
+        return "'" + value
+    start = 0
+    while start < len(value) and _invisible(value[start]):
+        start += 1
+    if value.startswith(_FORMULA_PREFIXES + _FULLWIDTH_PREFIXES, start):
+        return "'" + value
+    return value
 
 
 def iter_output_csv(rows: Iterable[OutputRow]) -> Iterator[str]:

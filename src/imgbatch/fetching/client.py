@@ -278,7 +278,12 @@ class Fetcher:
                     ) from exc
             if location is None:
                 return data, response.headers.get("Content-Type"), target.url
-            current = urljoin(target.url, location)
+            try:
+                current = urljoin(target.url, location)
+            except ValueError:  # e.g. "http://[::1": the server's fault, not the image's
+                raise ImageFailure(
+                    "upstream", f"{target.host} redirected to a malformed Location"
+                ) from None
         raise ImageFailure(
             "upstream",
             f"too many redirects (more than {self.limits.max_redirects}) from {target.host}",

@@ -36,7 +36,8 @@ def save(im: Image.Image, fmt: str, icc_profile: bytes | None, **params: Any) ->
     except MemoryError:
         raise
     except Exception as exc:  # the input decoded, so this one is ours
-        raise ImageFailure("internal", f"could not encode {fmt}: {exc}") from exc
+        # The encoder's own words stay in the chained exception (logged by the worker).
+        raise ImageFailure("internal", f"could not encode the image as {fmt}") from exc
     return out.getvalue()
 
 

@@ -55,7 +55,7 @@ def give_back(ctx: Context, faulted: Sequence[tuple[ClaimedImage, BackendFault]]
                 "image failed: %s unavailable for %.0f s: %s",
                 fault.kind,
                 (now - decision.since).total_seconds(),
-                fault.message,
+                fault.detail,
                 extra={"request_id": claimed.request_id, "image_id": claimed.id},
             )
         else:
@@ -68,5 +68,5 @@ def give_back(ctx: Context, faulted: Sequence[tuple[ClaimedImage, BackendFault]]
     for kind in dict.fromkeys(fault.kind for _, fault in faulted):
         given = sum(1 for r in releases if r.kind == kind)
         first = next(f for _, f in faulted if f.kind == kind)
-        gate.fault(kind, first.message, ctx.settings, given_back=given)
+        gate.fault(kind, first.detail, ctx.settings, given_back=given)
     return give_up

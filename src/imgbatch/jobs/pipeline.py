@@ -40,6 +40,10 @@ def output_key(claimed: ClaimedImage, extension: str) -> str:
     return f"{claimed.request_id}/{claimed.serial_number}/{claimed.position}.{extension}"
 
 
+# What clients read for failures that are the server's: never paths, hosts or exception text.
+INTERNAL_MESSAGE = "internal error while processing the image; the operator has the details"
+STORAGE_MESSAGE = "could not store the image; the operator has the details"
+
 # Compressed images wait in memory to be stored together, up to this many bytes.
 STORE_AFTER_BYTES = 32 * 1024 * 1024
 
@@ -143,11 +147,13 @@ def _failed(claimed: ClaimedImage, exc: Exception, started: float) -> _Outcome:
         result = ImageResult.failed(exc.kind, exc.message)
         return _Outcome(claimed, result, time.perf_counter() - started, fault=exc)
     if isinstance(exc, ImageFailure):
-        log.info("image failed: %s: %s", exc.code, exc.message, extra=extra)
+        cause = exc.__cause__ if exc.code == "internal" else None  # e.g. the encoder's words
+        level = logging.INFO if cause is None else logging.WARNING
+        log.log(level, "image failed: %s: %s", exc.code, exc.message, exc_info=cause, extra=extra)
         result = ImageResult.failed(exc.code, exc.message)
     else:  # a bug must fail one image, not the worker
         log.error("image crashed", exc_info=exc, extra=extra)
-        result = ImageResult.failed("internal", f"{type(exc).__name__}: {exc}")
+        result = ImageResult.failed("internal", INTERNAL_MESSAGE)
     return _Outcome(claimed, result, time.perf_counter() - started)
 
 
@@ -208,9 +214,10 @@ def _store(ctx: Context, outcomes: list[_Outcome]) -> None:
         outcome.stored = None  # the bytes are no longer needed: free them
         outcome.seconds += share
         if error is not None:
-            message = f"could not store the image: {error}"
-            outcome.result = ImageResult.failed("storage", message)
-            outcome.fault = BackendFault("storage", message)
+            # The error names server paths or the bucket's endpoint: the log gets it
+            # (`detail`), clients (status document, output CSV) a message of their own.
+            outcome.result = ImageResult.failed("storage", STORAGE_MESSAGE)
+            outcome.fault = BackendFault("storage", STORAGE_MESSAGE, detail=str(error))
     if not any(error is not None for error in errors):
         process_gate().ok("storage")
 
