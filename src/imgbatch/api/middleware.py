@@ -27,11 +27,11 @@ MEDIA_CSP = (
     "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; "
     "frame-ancestors 'none'; base-uri 'none'; form-action 'none'; sandbox"
 )
-# The web UI (src/imgbatch/web/index.html): its own inline script and style, calls to this origin.
+# Any other HTML: the dashboard's pages send their own, equally strict, policy (web.policy).
 PAGE_CSP = (
-    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
-    "form-action 'self'; frame-ancestors 'none'"
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
 )
 # FastAPI's /docs (Swagger UI) and /redoc load their bundles, fonts and favicon from CDNs.
 DOCS_CSP = (

@@ -7,6 +7,7 @@ Never the jobs, intake or the ways in.
 
 from __future__ import annotations
 
+from .inputs import image_input_url
 from .status import (
     get_request,
     image_document,
@@ -19,6 +20,7 @@ from .status import (
 __all__ = [
     "get_request",
     "image_document",
+    "image_input_url",
     "iter_image_rows",
     "iter_output_rows",
     "request_options",

@@ -1,17 +1,15 @@
-"""The web UI: one static page that uploads a CSV and follows its progress through the public API."""
+"""The dashboard: static pages and scripts, served by the app, that read the public API.
+
+Holds: `routes` (page shells, the before/after view, static files, favicon) and `policy`
+(the pages' Content-Security-Policies, pure). The pages live in `pages/`, their scripts and
+styles in `static/` (plain ES modules and CSS: no build step, nothing from another origin).
+May import: the services (reports) and everything below them.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+from .routes import router
 
-from fastapi import APIRouter
-from fastapi.responses import HTMLResponse
-
-router = APIRouter(include_in_schema=False)
-
-_INDEX = Path(__file__).with_name("index.html")
-
-
-@router.get("/", response_class=HTMLResponse)
-async def index() -> HTMLResponse:
-    return HTMLResponse(_INDEX.read_text(encoding="utf-8"), headers={"Cache-Control": "no-cache"})
+__all__ = [
+    "router",
+]
