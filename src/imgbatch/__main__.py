@@ -1,3 +1,3 @@
-from imgbatch.cli import app
+from imgbatch.cli import main
 
-app(prog_name="imgbatch")
+main()

@@ -1,128 +1,172 @@
-"""A small HTTP client for `imgbatch submit` (stdlib only, with a rich progress bar)."""
+"""The HTTP client of the command line (stdlib only): one place that turns every way a call
+can go wrong into one of two errors the commands can print in a line or a table.
+
+- `Unreachable`: no answer at all (refused, DNS, timeout, TLS) — names the server URL;
+- `ApiFailure`: an answer that is not 2xx — carries the API's code, message and details.
+"""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import time
+import os
+import socket
+import ssl
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-import typer
-from rich.progress import BarColumn, Progress, TextColumn
+from imgbatch import __version__
+
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+TIMEOUT = 60.0
+CHUNK = 256 * 1024
 
 
-def _call(method: str, url: str, body: bytes | None, headers: dict[str, str]) -> tuple[int, bytes]:
-    req = urllib.request.Request(url, data=body, method=method, headers=headers)
+class Unreachable(Exception):
+    """The server did not answer (connection refused, unknown host, timeout)."""
+
+    def __init__(self, server: str, reason: str) -> None:
+        super().__init__(f"cannot reach the imgbatch server at {server} ({reason})")
+        self.server = server
+        self.reason = reason
+
+
+@dataclass
+class ApiFailure(Exception):
+    """A non-2xx answer, as the API described it."""
+
+    status: int
+    code: str
+    message: str
+    details: list[dict[str, Any]] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.code}, HTTP {self.status})"
+
+
+def check_server_url(server: str) -> str:
+    """The base URL without a trailing slash; ValueError when it is not an http(s) URL."""
+    parts = urlsplit(server.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"the server URL must start with http:// or https://, not {server!r}")
+    return server.strip().rstrip("/")
+
+
+def _reason(exc: BaseException) -> str:
+    reason = getattr(exc, "reason", exc)
+    if isinstance(reason, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(reason, (TimeoutError, socket.timeout)):
+        return "no answer in time"
+    if isinstance(reason, socket.gaierror):
+        return "unknown host"
+    if isinstance(reason, ssl.SSLError):
+        return f"TLS error: {reason.reason or reason}"
+    text = str(getattr(reason, "strerror", None) or reason).strip()
+    return text.splitlines()[0] if text else type(reason).__name__
+
+
+def _failure(status: int, raw: bytes) -> ApiFailure:
     try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read()
-
-
-def _multipart(csv_file: Path, fields: dict[str, str]) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    parts: list[bytes] = []
-    for name, value in fields.items():
-        parts.append(
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        error = json.loads(raw)["error"]
+        return ApiFailure(
+            status, str(error["code"]), str(error["message"]), list(error.get("details") or [])
         )
+    except (ValueError, KeyError, TypeError):
+        text = raw.decode("utf-8", "replace").strip().splitlines()
+        return ApiFailure(status, f"http_{status}", text[0][:200] if text else "no message")
+
+
+class Client:
+    """Calls to one imgbatch server, with the API key when there is one."""
+
+    def __init__(self, server: str, api_key: str | None = None, timeout: float = TIMEOUT) -> None:
+        self.server = check_server_url(server)
+        self.timeout = timeout
+        self.headers = {"User-Agent": f"imgbatch-cli/{__version__}"}
+        if api_key:
+            self.headers["Authorization"] = f"Bearer {api_key}"
+
+    def _open(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        request = urllib.request.Request(
+            self.server + path,
+            data=body,
+            method=method,
+            headers={**self.headers, **(headers or {})},
+        )
+        try:
+            return urllib.request.urlopen(request, timeout=self.timeout)
+        except urllib.error.HTTPError as err:
+            with err:
+                raise _failure(err.code, err.read()) from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise Unreachable(self.server, _reason(exc)) from None
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        """The JSON answer (None for an empty one); ApiFailure or Unreachable otherwise."""
+        try:
+            with self._open(method, path, body, headers) as response:
+                raw = response.read()
+        except (TimeoutError, OSError) as exc:  # while reading the body
+            raise Unreachable(self.server, _reason(exc)) from None
+        return json.loads(raw) if raw.strip() else None
+
+    def post_json(self, path: str, document: Any | None = None) -> Any:
+        body = None if document is None else json.dumps(document).encode()
+        return self.call("POST", path, body, {"Content-Type": "application/json"})
+
+    def upload(self, csv_file: Path, fields: Mapping[str, str]) -> dict[str, Any]:
+        body, content_type = multipart(csv_file.name, csv_file.read_bytes(), fields)
+        answer: dict[str, Any] = self.call(
+            "POST", "/api/upload", body, {"Content-Type": content_type}
+        )
+        return answer
+
+    def download(self, path: str, target: Path) -> int:
+        """Stream an answer into `target` (via a temporary file, so a failure leaves nothing)."""
+        partial = target.with_name(f".{target.name}.part-{uuid.uuid4().hex[:8]}")
+        size = 0
+        try:
+            with self._open("GET", path) as response, partial.open("wb") as out:
+                while chunk := response.read(CHUNK):
+                    out.write(chunk)
+                    size += len(chunk)
+            os.replace(partial, target)
+        except (TimeoutError, OSError) as exc:  # while reading the body
+            raise Unreachable(self.server, _reason(exc)) from None
+        finally:
+            partial.unlink(missing_ok=True)
+        return size
+
+
+def multipart(filename: str, data: bytes, fields: Mapping[str, str]) -> tuple[bytes, str]:
+    """A multipart/form-data body: the small fields, then the CSV in the field `file`."""
+    boundary = uuid.uuid4().hex
+    safe_name = filename.replace('"', "_").replace("\r", "_").replace("\n", "_")
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        for name, value in fields.items()
+    ]
     parts.append(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{csv_file.name}"\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{safe_name}"\r\n'
         "Content-Type: text/csv\r\n\r\n".encode()
     )
-    parts.append(csv_file.read_bytes())
-    parts.append(f"\r\n--{boundary}--\r\n".encode())
+    parts += [data, f"\r\n--{boundary}--\r\n".encode()]
     return b"".join(parts), f"multipart/form-data; boundary={boundary}"
-
-
-def submit_csv(
-    csv_file: Path,
-    server: str,
-    *,
-    wait: bool,
-    output: Path | None,
-    api_key: str | None,
-    options: dict[str, str | int | None],
-) -> None:
-    server = server.rstrip("/")
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    fields = {name: str(value) for name, value in options.items() if value is not None}
-    body, content_type = _multipart(csv_file, fields)
-    status, raw = _call(
-        "POST", f"{server}/api/upload", body, {**headers, "Content-Type": content_type}
-    )
-    answer: dict[str, Any] = json.loads(raw or b"{}")
-    if status != 202:
-        typer.echo(json.dumps(answer, indent=2), err=True)
-        raise typer.Exit(1)
-    request_id = answer["request_id"]
-    typer.echo(request_id)
-    if not wait:
-        return
-    doc: dict[str, Any] = {}
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}")
-    ) as bar:
-        task = bar.add_task(request_id[:8], total=answer["images"])
-        while True:
-            status, raw = _call("GET", f"{server}/api/status/{request_id}?limit=1", None, headers)
-            doc = json.loads(raw)
-            progress = doc["progress"]
-            bar.update(task, completed=progress["succeeded"] + progress["failed"])
-            if doc["status"] in ("completed", "completed_with_errors", "failed", "cancelled"):
-                break
-            time.sleep(0.5)
-    status, raw = _call("GET", f"{server}/api/requests/{request_id}/output.csv", None, headers)
-    target = output or Path(f"imgbatch-{request_id}.csv")
-    target.write_bytes(raw)
-    typer.echo(f"{doc['status']}: {target}")
-    for line in summary(doc["savings"], doc["progress"]["failed"]):
-        typer.echo(line)
-    if doc["progress"]["failed"]:
-        for line in failure_lines(
-            _images_csv(f"{server}/api/requests/{request_id}/images.csv", headers)
-        ):
-            typer.echo(line)
-
-
-def _images_csv(url: str, headers: dict[str, str]) -> Iterator[dict[str, str]]:
-    """The rows of images.csv, read as they stream in."""
-    req = urllib.request.Request(url, headers=headers)
-    with urllib.request.urlopen(req, timeout=60) as resp:
-        yield from csv.DictReader(io.TextIOWrapper(resp, encoding="utf-8", newline=""))
-
-
-def human_bytes(n: int) -> str:
-    """1234567 -> "1.2 MB" (decimal units, as file managers show them)."""
-    value, unit = float(n), "B"
-    for bigger in ("kB", "MB", "GB"):
-        if abs(value) < 1000:
-            break
-        value, unit = value / 1000, bigger
-    return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
-
-
-def summary(savings: dict[str, Any], failed: int) -> list[str]:
-    """What a finished request came to, in two lines."""
-    return [
-        f"images: {savings['images']} done, {failed} failed",
-        f"bytes: {human_bytes(savings['bytes_in'])} → {human_bytes(savings['bytes_out'])}, "
-        f"{savings['saved_percent']:.1f} % saved",
-    ]
-
-
-def failure_lines(rows: Iterable[dict[str, str]]) -> Iterator[str]:
-    """One line per failed image: serial number, URL, reason code and message."""
-    for row in rows:
-        if row["Status"] == "failed":
-            yield (
-                f"failed: S. No. {row['S. No.']} {row['Input Image Url']} "
-                f"{row['Error Code']}: {row['Error Message']}"
-            )

@@ -1,4 +1,4 @@
-"""The `imgbatch` command: serve, worker, migrate, submit."""
+"""The server side of the `imgbatch` command: serve, worker, migrate."""
 
 from __future__ import annotations
 
@@ -7,22 +7,17 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from imgbatch.config import Settings
 
+from .app import app
+
 # uvicorn's httptools parser has no limit on the request head (10 MB of headers
 # were accepted); h11 refuses a head that grows past this while it is incomplete.
 MAX_REQUEST_HEAD = 64 * 1024
-
-app = typer.Typer(
-    help="imgbatch: bulk product-image compression. CSV in, compressed images and an output CSV out.",
-    no_args_is_help=True,
-    add_completion=False,
-)
 
 
 def _settings(**overrides: object) -> Settings:
@@ -176,62 +171,3 @@ def migrate() -> None:
     settings = _settings()
     upgrade(settings.resolved_database_url)
     typer.echo("database is at the latest revision")
-
-
-@app.command()
-def submit(
-    csv_file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="The product CSV.")],
-    server: Annotated[
-        str, typer.Option(help="Base URL of the imgbatch API.")
-    ] = "http://127.0.0.1:8000",
-    wait: Annotated[
-        bool, typer.Option(help="Wait for the request to finish and save the output CSV.")
-    ] = False,
-    output: Annotated[
-        Path | None, typer.Option(help="Where to save the output CSV (with --wait).")
-    ] = None,
-    api_key: Annotated[
-        str | None, typer.Option(envvar="IMGBATCH_API_KEY", help="Bearer API key.")
-    ] = None,
-    quality: Annotated[
-        str | None, typer.Option(help="1-100, or auto (the lowest that still looks the same)")
-    ] = None,
-    format: Annotated[str | None, typer.Option(help="keep, jpeg, webp, png or avif")] = None,
-    max_width: Annotated[
-        int | None, typer.Option(min=1, max=16_384, help="Scale down to fit this width.")
-    ] = None,
-    max_height: Annotated[
-        int | None, typer.Option(min=1, max=16_384, help="Scale down to fit this height.")
-    ] = None,
-) -> None:
-    """Upload a CSV; print the request id and, with --wait, the output CSV's path and a
-    summary: images done and failed, bytes in and out, and every failed image."""
-    from .client import submit_csv
-
-    if (
-        quality is not None
-        and quality != "auto"
-        and not (quality.isdigit() and 1 <= int(quality) <= 100)
-    ):
-        raise typer.BadParameter("an integer from 1 to 100, or auto", param_hint="--quality")
-    submit_csv(
-        csv_file,
-        server,
-        wait=wait,
-        output=output,
-        api_key=api_key,
-        options={
-            "quality": quality,
-            "format": format,
-            "max_width": max_width,
-            "max_height": max_height,
-        },
-    )
-
-
-def main() -> None:  # pragma: no cover
-    app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
