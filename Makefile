@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test install services lint bench clean
+.PHONY: run test install services browser lint bench clean
 
 $(BIN)/.installed: pyproject.toml setup.py src/imgbatch/imaging/_jpegdct.c
 	bash scripts/system-packages.sh
@@ -19,7 +19,7 @@ run: install
 	$(BIN)/imgbatch serve
 
 ## Set up and run the whole test suite (starts PostgreSQL and Redis if they are down).
-test: install services
+test: install services browser
 	$(BIN)/ruff check src tests
 	$(BIN)/mypy src
 	$(BIN)/lint-imports --no-logo
@@ -27,6 +27,10 @@ test: install services
 
 services:
 	bash scripts/services.sh
+
+## The browser the dashboard tests drive: Debian's Chromium (never `playwright install`).
+browser:
+	bash scripts/browser.sh
 
 lint: install
 	$(BIN)/ruff check src tests

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from support.backends import scaleout_env
+from support.browser import CHROMIUM
 from support.imageserver import ImageServer
 from support.s3server import SCRUBBED_AWS_VARS, S3Server, start_s3_server
 from support.service import Service
@@ -88,3 +89,10 @@ def service(
         stack.callback(svc.stop)  # before the database is dropped
         svc.start(workers=1, concurrency=2)
         yield svc
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict[str, object]) -> dict[str, object]:
+    """pytest-playwright launches Debian's Chromium, never a browser build of its own."""
+    assert CHROMIUM.exists(), "no /usr/bin/chromium: run `make browser` (apt-get install chromium)"
+    return {**browser_type_launch_args, "executable_path": str(CHROMIUM)}

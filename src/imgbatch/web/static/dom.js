@@ -23,15 +23,18 @@ export function append(el, children) {
 
 export const $ = (selector, root = document) => root.querySelector(selector);
 
-const UNITS = ["bytes", "kB", "MB", "GB", "TB"];
+const UNITS = ["kB", "MB", "GB", "TB", "PB"];
 
-/** Decimal units (as the CLI's rich.filesize): 1 kB = 1000 bytes. */
+/** Decimal units, written exactly as the CLI's rich.filesize.decimal writes them. */
 export function bytes(n) {
   if (n === null || n === undefined) return "–";
-  let value = Number(n);
-  let unit = 0;
-  while (Math.abs(value) >= 1000 && unit < UNITS.length - 1) { value /= 1000; unit += 1; }
-  return unit === 0 ? `${value} bytes` : `${value.toFixed(1)} ${UNITS[unit]}`;
+  const size = Number(n);
+  if (size === 1) return "1 byte";
+  if (size < 1000) return `${size.toLocaleString("en-US")} bytes`;
+  let i = 2;
+  while (i < UNITS.length + 1 && size >= 1000 ** i) i += 1;
+  const value = (1000 * size) / 1000 ** i;
+  return `${value.toLocaleString("en-US", { minimumFractionDigits: 1, maximumFractionDigits: 1 })} ${UNITS[i - 2]}`;
 }
 
 export const count = (n) => Number(n || 0).toLocaleString("en-US");
