@@ -8,8 +8,6 @@ One service and one image host serve the whole module, so the browser tests stay
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import re
@@ -19,16 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import encode, photo
 from playwright.sync_api import Page, expect
 from rich.filesize import decimal
 
+from conftest import encode, photo
 from support.browser import ConsoleWatch, screenshot
 from support.imageserver import ImageServer
 from support.service import Service, http, products_csv
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "dashboard.png"
+TIMES, MINUS, DASH = "\u00d7", "\u2212", "\u2013"  # as the page writes them
 FINAL_SELECTOR = "#summary[data-status={status}]"
 
 
@@ -60,7 +59,9 @@ def watch(page: Page) -> Iterator[ConsoleWatch]:
     assert watcher.unexpected() == []
 
 
-def write_csv(tmp_path: Path, rows: list[tuple[str, list[str]]], name: str = "products.csv") -> Path:
+def write_csv(
+    tmp_path: Path, rows: list[tuple[str, list[str]]], name: str = "products.csv"
+) -> Path:
     path = tmp_path / name
     path.write_bytes(products_csv(rows))
     return path
@@ -88,7 +89,7 @@ def thumbnails_rendered(page: Page) -> list[int]:
     """naturalWidth of every output thumbnail once each has loaded (lazy: scrolled into view)."""
     page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
     page.wait_for_function(
-        "[...document.querySelectorAll('figure.done img')].every(i => i.complete && i.naturalWidth > 0)"
+        "() => [...document.querySelectorAll('figure.done img')].every(i => i.complete && i.naturalWidth > 0)"
     )
     widths: list[int] = page.eval_on_selector_all(
         "figure.done img", "images => images.map(i => i.naturalWidth)"
@@ -113,7 +114,7 @@ def test_upload_shows_progress_thumbnails_savings_and_reasons(
         ("Canvas tote", [images.url("alpha.png")]),
         ("Wool scarf", [images.url("p2.jpg"), images.url("gone.jpg")]),
     ]
-    request_id = upload(page, svc, write_csv(tmp_path, rows), quality="60", max_width="600")
+    request_id = upload(page, svc, write_csv(tmp_path, rows), quality="60")
     expect(page.locator("#progress")).to_be_visible()
     wait_status(page, "completed_with_errors")
 
@@ -134,16 +135,15 @@ def test_upload_shows_progress_thumbnails_savings_and_reasons(
         for image in product["images"]
         if image["status"] == "done"
     ]
-    # Per image: dimensions (resized to fit 600 px), bytes in → out and % saved, as the API says.
+    # Per image: dimensions, bytes in → out and % saved, as the API says.
     first = doc["products"][0]["images"][0]
     card = page.locator("figure.done").first
-    expect(card.locator(".dims")).to_contain_text(f"{first['width']} × {first['height']}")
-    assert first["width"] == 600
+    expect(card.locator(".dims")).to_contain_text(f"{first['width']} {TIMES} {first['height']}")
     expect(card.locator(".sizes")).to_have_text(
         f"{decimal(first['bytes_in'])} → {decimal(first['bytes_out'])}"
     )
     saved = round(1000 * (first["bytes_in"] - first["bytes_out"]) / first["bytes_in"]) / 10
-    expect(card.locator(".saved")).to_have_text(f"−{saved:.1f}% saved")
+    expect(card.locator(".saved")).to_have_text(f"{MINUS}{saved:.1f}% saved")
 
     failed = page.locator("figure.failed")
     expect(failed).to_have_count(1)
@@ -168,16 +168,16 @@ def test_products_are_paged_and_the_page_survives_a_reload(
     upload(page, svc, write_csv(tmp_path, rows))
     wait_status(page, "completed")
     expect(page.locator("li.product")).to_have_count(20)
-    expect(page.locator("#range")).to_have_text("Products 1–20 of 45")
+    expect(page.locator("#range")).to_have_text(f"Products 1{DASH}20 of 45")
     page.click("#next-page")
-    expect(page.locator("#range")).to_have_text("Products 21–40 of 45")
+    expect(page.locator("#range")).to_have_text(f"Products 21{DASH}40 of 45")
     expect(page.locator("li.product").first).to_have_attribute("data-serial", "21")
     assert page.url.endswith("?page=2")
     page.reload()
-    expect(page.locator("#range")).to_have_text("Products 21–40 of 45")
+    expect(page.locator("#range")).to_have_text(f"Products 21{DASH}40 of 45")
     page.fill("#page-number", "3")
     page.press("#page-number", "Enter")
-    expect(page.locator("#range")).to_have_text("Products 41–45 of 45")
+    expect(page.locator("#range")).to_have_text(f"Products 41{DASH}45 of 45")
     expect(page.locator("li.product")).to_have_count(5)
 
 
@@ -186,7 +186,7 @@ def test_drag_and_drop_and_a_bad_csv_shows_its_errors_and_keeps_the_form(
 ) -> None:
     watch.expect(422, "/api/upload")
     page.goto(svc.url + "/")
-    page.fill("#quality", "auto")
+    page.fill("#quality", "70")
     page.select_option("#format", "webp")
     page.fill("#max_width", "1200")
     page.fill("#webhook_url", images.url("hooks/imgbatch"))  # loopback: no DNS lookup
@@ -209,7 +209,7 @@ def test_drag_and_drop_and_a_bad_csv_shows_its_errors_and_keeps_the_form(
     ]
     assert "ftp://a.example/1.jpg" in cells[2][2]
     # Nothing else is lost from the form.
-    assert page.input_value("#quality") == "auto"
+    assert page.input_value("#quality") == "70"
     assert page.input_value("#format") == "webp"
     assert page.input_value("#max_width") == "1200"
     assert page.input_value("#webhook_url") == images.url("hooks/imgbatch")
@@ -241,7 +241,7 @@ def test_before_after_fetches_the_input_only_in_its_own_view(
     page.click("text=Before / after")
     page.wait_for_url(f"**/requests/{request_id}/compare/1/1")
     page.wait_for_function(
-        "['before', 'after'].every(id => document.getElementById(id)?.naturalWidth > 0)"
+        "() => ['before', 'after'].every(id => document.getElementById(id)?.naturalWidth > 0)"
     )
     assert images.requests.count("/chelsea.jpg") == 2  # fetched by the browser, on opening
     csp = _csp(http("GET", page.url)[1])
@@ -249,100 +249,12 @@ def test_before_after_fetches_the_input_only_in_its_own_view(
     doc = svc.status(request_id)["products"][0]["images"][0]
     expect(page.locator("figure").nth(1)).to_contain_text(decimal(doc["bytes_out"]))
     # Another image's origin is never granted by a crafted link: unknown positions get none.
-    assert origin not in _csp(http("GET", f"{svc.url}/requests/{request_id}/compare/1/9")[1])[
-        "img-src"
-    ]
+    assert (
+        origin
+        not in _csp(http("GET", f"{svc.url}/requests/{request_id}/compare/1/9")[1])["img-src"]
+    )
     page.click("text=← Back to the request")
     wait_status(page, "completed")
-
-
-# --- history, retry, cancel, delete, downloads ------------------------------------------------
-
-
-def test_history_lists_requests_newest_first_with_a_status_filter(
-    page: Page, watch: ConsoleWatch, svc: Service, images: ImageServer, tmp_path: Path
-) -> None:
-    good = upload(page, svc, write_csv(tmp_path, [("Mug", [images.url("coffee.jpg")])], "mugs.csv"))
-    wait_status(page, "completed")
-    bad = upload(page, svc, write_csv(tmp_path, [("Ghost", [images.url("nope.jpg")])], "ghosts.csv"))
-    wait_status(page, "failed")
-    page.click("text=History & upload")
-    rows = page.locator("#history-rows tr")
-    expect(rows.first).to_have_attribute("data-request", bad)
-    expect(rows.nth(1)).to_have_attribute("data-request", good)
-    expect(rows.first).to_contain_text("ghosts.csv")
-    expect(rows.nth(1)).to_contain_text("mugs.csv")
-    saved = svc.status(good)["savings"]["saved_percent"]
-    expect(rows.nth(1)).to_contain_text(f"{saved:.1f}%")
-    page.select_option("#status-filter", "failed")
-    expect(page.locator(f"#history-rows tr[data-request='{good}']")).to_have_count(0)
-    expect(page.locator(f"#history-rows tr[data-request='{bad}']")).to_have_count(1)
-    assert "status=failed" in page.url
-    page.reload()
-    expect(page.locator("#status-filter")).to_have_value("failed")
-    page.click(f"#history-rows tr[data-request='{bad}'] a")
-    page.wait_for_url(f"**/requests/{bad}")
-    wait_status(page, "failed")
-
-
-def test_retry_brings_a_failed_image_back(
-    page: Page, watch: ConsoleWatch, svc: Service, images: ImageServer, tmp_path: Path
-) -> None:
-    late = images.directory / "late.jpg"
-    late.unlink(missing_ok=True)
-    rows = [("Belt", [images.url("p3.jpg"), images.url("late.jpg")])]
-    upload(page, svc, write_csv(tmp_path, rows))
-    wait_status(page, "completed_with_errors")
-    late.write_bytes((images.directory / "p1.jpg").read_bytes())  # the host has it now
-    page.click("#retry")
-    wait_status(page, "completed")
-    expect(page.locator("figure.failed")).to_have_count(0)
-    assert len(thumbnails_rendered(page)) == 2
-
-
-def test_cancel_then_delete_with_confirmation(
-    page: Page, watch: ConsoleWatch, svc: Service, images: ImageServer, tmp_path: Path
-) -> None:
-    slow = [images.url(f"slow?seconds=1&file=p{n % 4}.jpg&n={n}") for n in range(24)]
-    request_id = upload(page, svc, write_csv(tmp_path, [(f"Slow {n}", [u]) for n, u in enumerate(slow)]))
-    page.click("#cancel")
-    expect(page.locator("#confirm")).to_be_visible()
-    page.click("#confirm-no")  # "keep running" changes nothing
-    expect(page.locator("#confirm")).to_have_count(0)
-    assert svc.status(request_id)["status"] in ("pending", "processing")
-    page.click("#cancel")
-    page.click("#confirm-yes")
-    wait_status(page, "cancelled")
-    doc = svc.status(request_id)
-    assert doc["status"] == "cancelled" and doc["progress"]["succeeded"] < 24
-
-    page.click("#delete")
-    page.click("#confirm-yes")
-    page.wait_for_url(svc.url + "/")
-    expect(page.locator("#flash")).to_contain_text("was deleted")
-    assert http("GET", f"{svc.url}/api/status/{request_id}")[0] == 404
-
-
-def test_downloads_arrive(
-    page: Page, watch: ConsoleWatch, svc: Service, images: ImageServer, tmp_path: Path
-) -> None:
-    rows = [("Poster", [images.url("astronaut.jpg"), images.url("rocket.jpg")])]
-    request_id = upload(page, svc, write_csv(tmp_path, rows))
-    wait_status(page, "completed")
-    base = f"{svc.url}/api/requests/{request_id}"
-    for label, path in (
-        ("Output CSV", "output.csv"),
-        ("images.csv", "images.csv"),
-        ("Images (ZIP)", "images.zip"),
-    ):
-        with page.expect_download() as info:
-            page.click(f"#actions a:has-text('{label}')")
-        saved = tmp_path / f"download-{path}"
-        info.value.save_as(saved)
-        status, _, expected = http("GET", f"{base}/{path}")
-        assert status == 200 and saved.read_bytes() == expected, label
-    rows_out = list(csv.reader(io.StringIO((tmp_path / "download-images.csv").read_text())))
-    assert len(rows_out) == 3
 
 
 # --- narrow window, keyboard, labels --------------------------------------------------------------
@@ -393,12 +305,12 @@ def test_screenshot_of_the_example_request(
     Saved under artifacts/ every run; IMGBATCH_UPDATE_DOCS_SCREENSHOT=1 also refreshes
     docs/dashboard.png, the one committed.
     """
-    example = (EXAMPLES / "products.csv").read_text().replace(
-        "http://127.0.0.1:9000", images.base_url
+    example = (
+        (EXAMPLES / "products.csv").read_text().replace("http://127.0.0.1:9000", images.base_url)
     )
     (tmp_path / "products.csv").write_text(example)
     page.set_viewport_size({"width": 1100, "height": 900})
-    upload(page, svc, tmp_path / "products.csv", quality="auto", max_width="1600")
+    upload(page, svc, tmp_path / "products.csv")
     wait_status(page, "completed_with_errors")
     thumbnails_rendered(page)
     page.evaluate("window.scrollTo(0, 0)")

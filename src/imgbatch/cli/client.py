@@ -126,7 +126,17 @@ class Client:
                 raw = response.read()
         except (TimeoutError, OSError) as exc:  # while reading the body
             raise Unreachable(self.server, _reason(exc)) from None
-        return json.loads(raw) if raw.strip() else None
+        if not raw.strip():
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise ApiFailure(
+                200,
+                "not_json",
+                f"the answer of {self.server}{path.split('?')[0]} is not JSON: "
+                "is this an imgbatch server?",
+            ) from None
 
     def post_json(self, path: str, document: Any | None = None) -> Any:
         body = None if document is None else json.dumps(document).encode()

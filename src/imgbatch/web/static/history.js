@@ -2,6 +2,7 @@
 
 import { api, errorView } from "./api.js";
 import { badge, bytes, count, h, isFinal, percent, when } from "./dom.js";
+import { features, offers } from "./features.js";
 
 const PAGE_SIZE = 20;
 const POLL_MS = 2000;
@@ -61,6 +62,11 @@ export function historyView() {
   async function load() {
     const token = ++state.token;
     clearTimeout(state.timer);
+    if (!offers(await features(), "GET", "/api/requests")) {
+      section.replaceChildren(h("h2", { id: "history-title" }, "History"),
+        h("p", { class: "muted" }, "This server does not list past requests; each request has its own page, /requests/<id>."));
+      return;
+    }
     const query = new URLSearchParams({ limit: String(PAGE_SIZE) });
     if (state.status) query.set("status", state.status);
     if (state.cursor) query.set("cursor", state.cursor);

@@ -4,6 +4,7 @@
 import { api, downloadLink, errorView } from "./api.js";
 import { badge, bytes, count, h, isFinal, percent, reasonWords, savedPercent, statusWord, when } from "./dom.js";
 import { confirmDialog } from "./dialog.js";
+import { features, offers } from "./features.js";
 
 const PAGE_SIZE = 20;
 const POLL_MS = 1000;
@@ -60,7 +61,8 @@ function productItem(requestId, product, productNumber) {
 
 export function requestView(requestId) {
   const params = new URLSearchParams(window.location.search);
-  const state = { page: Math.max(1, parseInt(params.get("page") || "1", 10) || 1), timer: 0, token: 0, doc: null, rendered: new Map() };
+  const R = "/api/requests/{}";
+  const state = { ops: null, page: Math.max(1, parseInt(params.get("page") || "1", 10) || 1), timer: 0, token: 0, doc: null, rendered: new Map() };
 
   const summary = h("section", { class: "card", id: "summary", "aria-labelledby": "request-title" }, h("p", { class: "muted" }, "Loading…"));
   const actionMessage = h("div", { id: "action-message", "aria-live": "polite" });
@@ -87,7 +89,8 @@ export function requestView(requestId) {
     const final = isFinal(doc.status);
     const failed = doc.progress.failed || 0;
     const buttons = [];
-    if (final && (failed > 0 || doc.status === "cancelled")) {
+    const can = (method, path) => offers(state.ops, method, path);
+    if (final && (failed > 0 || doc.status === "cancelled") && can("POST", `${R}/retry`)) {
       const retry = h("button", { type: "button", id: "retry" }, doc.status === "cancelled" ? "Retry failed and cancelled images" : `Retry ${count(failed)} failed image${failed === 1 ? "" : "s"}`);
       retry.addEventListener("click", () => act(retry, async () => {
         render(await api(`${base}/retry`, { method: "POST" }));
@@ -95,7 +98,7 @@ export function requestView(requestId) {
       }));
       buttons.push(retry);
     }
-    if (!final) {
+    if (!final && can("POST", `${R}/cancel`)) {
       const cancel = h("button", { type: "button", class: "danger", id: "cancel" }, "Cancel request");
       cancel.addEventListener("click", () => act(cancel, async () => {
         const ok = await confirmDialog("Cancel this request?", "Images not started yet will not be processed. Images in flight finish. You can retry them later.", "Cancel request", "Keep running");
@@ -104,7 +107,7 @@ export function requestView(requestId) {
         schedule();
       }));
       buttons.push(cancel);
-    } else {
+    } else if (final && can("DELETE", R)) {
       const remove = h("button", { type: "button", class: "danger", id: "delete" }, "Delete");
       remove.addEventListener("click", () => act(remove, async () => {
         const ok = await confirmDialog("Delete this request?", "Its compressed images, output CSV and history entry are removed for good.", "Delete", "Keep it");
@@ -116,10 +119,11 @@ export function requestView(requestId) {
       buttons.push(remove);
     }
     const onError = (error) => actionMessage.replaceChildren(errorView(error));
-    const downloads = [downloadLink("images.csv", `${base}/images.csv`, `imgbatch-${requestId}-images.csv`, onError)];
+    const downloads = [];
+    if (can("GET", `${R}/images.csv`)) downloads.push(downloadLink("images.csv", `${base}/images.csv`, `imgbatch-${requestId}-images.csv`, onError));
     if (final) {
       downloads.unshift(downloadLink("Output CSV", `${base}/output.csv`, `imgbatch-${requestId}.csv`, onError));
-      if ((doc.savings?.images || doc.progress.succeeded) > 0) downloads.push(downloadLink("Images (ZIP)", `${base}/images.zip`, `imgbatch-${requestId}.zip`, onError));
+      if ((doc.savings?.images || doc.progress.succeeded) > 0 && can("GET", `${R}/images.zip`)) downloads.push(downloadLink("Images (ZIP)", `${base}/images.zip`, `imgbatch-${requestId}.zip`, onError));
     }
     return h("div", { class: "actions", id: "actions" }, buttons, h("span", { class: "muted small" }, "Download:"), downloads);
   }
@@ -228,6 +232,7 @@ export function requestView(requestId) {
   async function load() {
     const token = ++state.token;
     clearTimeout(state.timer);
+    state.ops = await features();
     const offset = (state.page - 1) * PAGE_SIZE;
     try {
       const doc = await api(`/api/status/${encodeURIComponent(requestId)}?offset=${offset}&limit=${PAGE_SIZE}`);
