@@ -7,6 +7,8 @@ Each call runs `python -m imgbatch` in a subprocess, as a user's shell would.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import pty
@@ -103,18 +105,20 @@ def test_submit_wait_completed_exits_0_with_summary_and_output_csv(
     request_id = request_id_of(run)
     savings = svc.status(request_id)["savings"]
     assert run.out.splitlines()[1:] == [
-        "completed: 2 of 2 images done",
-        f"  {decimal(savings['bytes_in'])} → {decimal(savings['bytes_out'])}, "
-        f"{savings['saved_percent']:.1f}% saved ({decimal(savings['saved_bytes'])} over 2 images)",
+        "status: completed",
+        "images: 2 done, 0 failed",
+        f"bytes: {decimal(savings['bytes_in'])} → {decimal(savings['bytes_out'])}, "
+        f"{savings['saved_percent']:.1f} % saved",
     ]
     saved = tmp_path / f"imgbatch-{request_id}.csv"
     assert saved.read_bytes() == http("GET", f"{svc.url}/api/requests/{request_id}/output.csv")[2]
     # Off a terminal, progress is a line now and then on stderr, never a bar.
-    assert f"{request_id}: completed, 2 of 2 images done" in run.err and "━" not in run.err
+    assert f"{request_id}: completed, images: 2 done, 0 failed" in run.err
+    assert "━" not in run.err
     assert f"output CSV: {saved.name}" in run.err
 
     status = imgbatch("status", request_id, server=svc.url)
-    assert status.code == 0 and status.out.startswith("completed: 2 of 2 images done")
+    assert status.code == 0 and status.out.startswith("status: completed\nimages: 2 done, 0 failed")
 
 
 def test_completed_with_errors_exits_2_and_lists_each_failed_image(
@@ -129,13 +133,15 @@ def test_completed_with_errors_exits_2_and_lists_each_failed_image(
     run = imgbatch("submit", str(csv_file(tmp_path, rows)), "--output", str(out), server=svc.url)
     assert run.code == 2, run
     lines = run.out.splitlines()
-    assert lines[1] == "completed_with_errors: 2 of 4 images done, 2 failed"
-    assert "% saved" in lines[2]
-    assert lines[3] == "  failed images (S. No., image, URL, reason):"
-    assert re.fullmatch(rf"    2  #2  {re.escape(images.url('gone.jpg'))}  not_found: .+", lines[4])
+    assert lines[1:3] == ["status: completed_with_errors", "images: 2 done, 2 failed"]
+    assert lines[3].startswith("bytes: ") and lines[3].endswith(" % saved")
     assert re.fullmatch(
-        rf"    3  #1  {re.escape(images.url('status/500'))}  upstream: .+", lines[5]
+        rf"failed: S. No. 2 {re.escape(images.url('gone.jpg'))} not_found: .+", lines[4]
     )
+    assert re.fullmatch(
+        rf"failed: S. No. 3 {re.escape(images.url('status/500'))} upstream: .+", lines[5]
+    )
+    assert len(lines) == 6
     assert out.exists()  # --output implies --wait
     request_id = request_id_of(run)
     assert imgbatch("status", request_id, server=svc.url).code == 2
@@ -145,9 +151,10 @@ def test_failed_exits_3(svc: Service, images: ImageServer, tmp_path: Path) -> No
     path = csv_file(tmp_path, [("Ghost", [images.url("nope-1.jpg"), images.url("nope-2.jpg")])])
     run = imgbatch("submit", str(path), "--wait", server=svc.url, cwd=tmp_path)
     assert run.code == 3, run
-    assert run.out.splitlines()[1:3] == [
-        "failed: 0 of 2 images done, 2 failed",
-        "  nothing compressed yet",
+    assert run.out.splitlines()[1:4] == [
+        "status: failed",
+        "images: 0 done, 2 failed",
+        "bytes: nothing compressed",
     ]
     assert imgbatch("status", request_id_of(run), server=svc.url).code == 3
 
@@ -164,7 +171,7 @@ def test_submit_without_wait_prints_the_id_and_how_to_follow(
     assert f"imgbatch status {request_id} --wait" in run.err
     assert f"{svc.url}/requests/{request_id}" in run.err
     follow = imgbatch("status", request_id, "--wait", server=svc.url)
-    assert follow.code == 0 and follow.out.startswith("completed: 1 of 1 images done")
+    assert follow.code == 0 and follow.out.startswith("status: completed\nimages: 1 done")
 
 
 # --- errors: server down, validation, usage, unexpected ---------------------------------------
@@ -295,7 +302,62 @@ def test_wait_on_a_terminal_draws_a_live_bar(
     text = screen.decode("utf-8", "replace")
     assert "━" in text and "6/6" in text  # rich's bar, redrawn until every image is done
     assert "\x1b[" in text  # drawn in place with terminal control sequences
-    assert "completed: 6 of 6 images done" in stdout
+    assert "images: 6 done, 0 failed" in stdout
+
+
+# --- lifecycle: download, cancel, retry ------------------------------------------------------------
+
+
+def test_download_saves_each_file_the_api_serves(
+    svc: Service, images: ImageServer, tmp_path: Path
+) -> None:
+    rows = [
+        ("Shirt", [images.url("p0.jpg"), images.url("p1.jpg")]),
+        ("Gone", [images.url("x.jpg")]),
+    ]
+    submitted = imgbatch(
+        "submit", str(csv_file(tmp_path, rows)), "--wait", server=svc.url, cwd=tmp_path
+    )
+    request_id = request_id_of(submitted)
+    out = tmp_path / "dl"
+    out.mkdir()
+    run = imgbatch(
+        "download", request_id, "--csv", "o.csv", "--images-csv", "i.csv", server=svc.url, cwd=out
+    )
+    assert run.code == 0, run
+    base = f"{svc.url}/api/requests/{request_id}"
+    for name, path in (("o.csv", "output.csv"), ("i.csv", "images.csv")):
+        assert (out / name).read_bytes() == http("GET", f"{base}/{path}")[2], name
+    assert len(list(csv.reader(io.StringIO((out / "i.csv").read_text())))) == 4
+    assert "output CSV: o.csv" in run.err and "images.csv: i.csv" in run.err
+    # Nothing asked: the output CSV under its default name.
+    assert imgbatch("download", request_id, server=svc.url, cwd=out).code == 0
+    assert (out / f"imgbatch-{request_id}.csv").exists()
+    # A failed download leaves no file behind.
+    missing = imgbatch("download", "0" * 32, "--csv", "never.csv", server=svc.url, cwd=out)
+    assert missing.code == 1 and not (out / "never.csv").exists()
+    assert not list(out.glob(".*part*"))
+
+
+def test_cancel_then_retry(svc: Service, images: ImageServer, tmp_path: Path) -> None:
+    slow = [
+        (f"Slow {n}", [images.url(f"slow?seconds=1&file=p{n % 3}.jpg&n={n}")]) for n in range(20)
+    ]
+    request_id = request_id_of(imgbatch("submit", str(csv_file(tmp_path, slow)), server=svc.url))
+    run = imgbatch("cancel", request_id, server=svc.url)
+    assert run.code == 0 and run.out.split(",")[0] in ("processing", "cancelled"), run
+    doc = svc.wait_final(request_id)
+    assert doc["status"] == "cancelled"
+    status = imgbatch("status", request_id, server=svc.url)
+    assert status.code == 3 and "status: cancelled" in status.out
+    again = imgbatch("cancel", request_id, server=svc.url)
+    assert again.code == 1 and "(already_finished, HTTP 409)" in again.err
+
+    retried = imgbatch("retry", request_id, "--wait", server=svc.url)
+    assert retried.code == 0, retried
+    assert "images: 20 done, 0 failed" in retried.out
+    nothing = imgbatch("retry", request_id, server=svc.url)
+    assert nothing.code == 1 and "(nothing_to_retry, HTTP 409)" in nothing.err
 
 
 # --- API keys -------------------------------------------------------------------------------------

@@ -382,7 +382,7 @@ def test_defaults_from_the_environment_and_the_submit_summary(
             env=service.env,
             check=False,
         )
-        assert run.returncode == 0, run.stderr
+        assert run.returncode == 2, run.stderr  # completed_with_errors
         rid = run.stdout.splitlines()[0].strip()
         doc = service.status(rid)
     assert doc["options"] == {

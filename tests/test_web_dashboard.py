@@ -8,6 +8,8 @@ One service and one image host serve the whole module, so the browser tests stay
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import re
@@ -114,7 +116,7 @@ def test_upload_shows_progress_thumbnails_savings_and_reasons(
         ("Canvas tote", [images.url("alpha.png")]),
         ("Wool scarf", [images.url("p2.jpg"), images.url("gone.jpg")]),
     ]
-    request_id = upload(page, svc, write_csv(tmp_path, rows), quality="60")
+    request_id = upload(page, svc, write_csv(tmp_path, rows), quality="60", max_width="600")
     expect(page.locator("#progress")).to_be_visible()
     wait_status(page, "completed_with_errors")
 
@@ -127,7 +129,9 @@ def test_upload_shows_progress_thumbnails_savings_and_reasons(
     )
     expect(stats.nth(2)).to_have_text("4 of 5 done")
     expect(page.locator("#progress")).to_have_attribute("value", "100")
-    expect(page.locator("#options")).to_contain_text("quality 60")
+    expect(page.locator("#options")).to_have_text(
+        f"Options: quality 60 · format keep · fit 600 {TIMES} any px"
+    )
 
     assert thumbnails_rendered(page) == [
         image["width"]
@@ -135,9 +139,10 @@ def test_upload_shows_progress_thumbnails_savings_and_reasons(
         for image in product["images"]
         if image["status"] == "done"
     ]
-    # Per image: dimensions, bytes in → out and % saved, as the API says.
+    # Per image: dimensions (scaled to fit 600 px), bytes in → out and % saved, as the API says.
     first = doc["products"][0]["images"][0]
     card = page.locator("figure.done").first
+    assert (first["width"], first["height"]) == (600, 400)
     expect(card.locator(".dims")).to_contain_text(f"{first['width']} {TIMES} {first['height']}")
     expect(card.locator(".sizes")).to_have_text(
         f"{decimal(first['bytes_in'])} → {decimal(first['bytes_out'])}"
@@ -186,7 +191,7 @@ def test_drag_and_drop_and_a_bad_csv_shows_its_errors_and_keeps_the_form(
 ) -> None:
     watch.expect(422, "/api/upload")
     page.goto(svc.url + "/")
-    page.fill("#quality", "70")
+    page.fill("#quality", "auto")
     page.select_option("#format", "webp")
     page.fill("#max_width", "1200")
     page.fill("#webhook_url", images.url("hooks/imgbatch"))  # loopback: no DNS lookup
@@ -209,7 +214,7 @@ def test_drag_and_drop_and_a_bad_csv_shows_its_errors_and_keeps_the_form(
     ]
     assert "ftp://a.example/1.jpg" in cells[2][2]
     # Nothing else is lost from the form.
-    assert page.input_value("#quality") == "70"
+    assert page.input_value("#quality") == "auto"
     assert page.input_value("#format") == "webp"
     assert page.input_value("#max_width") == "1200"
     assert page.input_value("#webhook_url") == images.url("hooks/imgbatch")
@@ -255,6 +260,61 @@ def test_before_after_fetches_the_input_only_in_its_own_view(
     )
     page.click("text=← Back to the request")
     wait_status(page, "completed")
+
+
+# --- retry, cancel, downloads ------------------------------------------------------------------
+
+
+def test_retry_brings_a_failed_image_back(
+    page: Page, watch: ConsoleWatch, svc: Service, images: ImageServer, tmp_path: Path
+) -> None:
+    late = images.directory / "late.jpg"
+    late.unlink(missing_ok=True)
+    rows = [("Belt", [images.url("p3.jpg"), images.url("late.jpg")])]
+    upload(page, svc, write_csv(tmp_path, rows))
+    wait_status(page, "completed_with_errors")
+    late.write_bytes((images.directory / "p1.jpg").read_bytes())  # the host has it now
+    page.click("#retry")
+    wait_status(page, "completed")
+    expect(page.locator("figure.failed")).to_have_count(0)
+    assert len(thumbnails_rendered(page)) == 2
+
+
+def test_cancel_with_confirmation(
+    page: Page, watch: ConsoleWatch, svc: Service, images: ImageServer, tmp_path: Path
+) -> None:
+    slow = [images.url(f"slow?seconds=1&file=p{n % 4}.jpg&n={n}") for n in range(24)]
+    request_id = upload(
+        page, svc, write_csv(tmp_path, [(f"Slow {n}", [u]) for n, u in enumerate(slow)])
+    )
+    page.click("#cancel")
+    expect(page.locator("#confirm")).to_be_visible()
+    page.click("#confirm-no")  # "keep running" changes nothing
+    expect(page.locator("#confirm")).to_have_count(0)
+    assert svc.status(request_id)["status"] in ("pending", "processing")
+    page.click("#cancel")
+    page.click("#confirm-yes")
+    wait_status(page, "cancelled")
+    doc = svc.status(request_id)
+    assert doc["status"] == "cancelled" and doc["progress"]["succeeded"] < 24
+
+
+def test_downloads_arrive(
+    page: Page, watch: ConsoleWatch, svc: Service, images: ImageServer, tmp_path: Path
+) -> None:
+    rows = [("Poster", [images.url("astronaut.jpg"), images.url("rocket.jpg")])]
+    request_id = upload(page, svc, write_csv(tmp_path, rows))
+    wait_status(page, "completed")
+    base = f"{svc.url}/api/requests/{request_id}"
+    for label, path in (("Output CSV", "output.csv"), ("images.csv", "images.csv")):
+        with page.expect_download() as info:
+            page.click(f"#actions a:has-text('{label}')")
+        saved = tmp_path / f"download-{path}"
+        info.value.save_as(saved)
+        status, _, expected = http("GET", f"{base}/{path}")
+        assert status == 200 and saved.read_bytes() == expected, label
+    rows_out = list(csv.reader(io.StringIO((tmp_path / "download-images.csv").read_text())))
+    assert len(rows_out) == 3
 
 
 # --- narrow window, keyboard, labels --------------------------------------------------------------
@@ -310,7 +370,7 @@ def test_screenshot_of_the_example_request(
     )
     (tmp_path / "products.csv").write_text(example)
     page.set_viewport_size({"width": 1100, "height": 900})
-    upload(page, svc, tmp_path / "products.csv")
+    upload(page, svc, tmp_path / "products.csv", quality="auto")
     wait_status(page, "completed_with_errors")
     thumbnails_rendered(page)
     page.evaluate("window.scrollTo(0, 0)")

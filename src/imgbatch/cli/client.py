@@ -7,6 +7,8 @@ can go wrong into one of two errors the commands can print in a line or a table.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import socket
@@ -14,7 +16,7 @@ import ssl
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -148,6 +150,15 @@ class Client:
             "POST", "/api/upload", body, {"Content-Type": content_type}
         )
         return answer
+
+    def csv_rows(self, path: str) -> Iterator[dict[str, str]]:
+        """The rows of a CSV answer, read as they stream in (stop early: the rest is never read)."""
+        with self._open("GET", path) as response:
+            try:
+                text = io.TextIOWrapper(response, encoding="utf-8", newline="")
+                yield from csv.DictReader(text)
+            except (TimeoutError, OSError) as exc:
+                raise Unreachable(self.server, _reason(exc)) from None
 
     def download(self, path: str, target: Path) -> int:
         """Stream an answer into `target` (via a temporary file, so a failure leaves nothing)."""

@@ -84,12 +84,12 @@ def _with_bar(
 def _with_lines(
     poll: Callable[[], dict[str, Any]], doc: dict[str, Any], request_id: str
 ) -> dict[str, Any]:
-    err.print(f"{request_id}: {doc['status']}, {progress_line(doc)}")
+    err.print(f"{request_id}: {progress_line(doc)}")
     last = time.monotonic()
     while doc["status"] not in FINAL:
         time.sleep(POLL_SECONDS)
         doc = poll()
         if doc["status"] in FINAL or time.monotonic() - last >= LOG_EVERY_SECONDS:
-            err.print(f"{request_id}: {doc['status']}, {progress_line(doc)}")
+            err.print(f"{request_id}: {progress_line(doc)}")
             last = time.monotonic()
     return doc

@@ -3,7 +3,7 @@ retry, delete — each a call to a running service's public API (`--server`, `--
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
@@ -17,7 +17,8 @@ from .report import (
     FINAL,
     err,
     exit_code,
-    failed_images,
+    failure_lines,
+    images_line,
     out,
     print_failure,
     print_requests,
@@ -28,7 +29,6 @@ from .report import (
 )
 
 MAX_FAILED_LINES = 50
-STATUS_PAGE = 1000  # products per status page when listing failed images
 
 Server = Annotated[
     str,
@@ -80,34 +80,14 @@ def _client(server: str, api_key: str | None) -> Client:
     return Client(server, api_key)
 
 
-def _failed_lines(
-    client: Client, doc: dict[str, Any]
-) -> tuple[list[tuple[Any, int, dict[str, Any]]], int]:
-    """Up to MAX_FAILED_LINES failed images in input order, and how many more there are."""
-    total = int(doc["progress"].get("failed", 0))
-    if not total:
-        return [], 0
-
-    def pages() -> Iterator[dict[str, Any]]:
-        offset: int | None = 0
-        while offset is not None:
-            page: dict[str, Any] = client.call(
-                "GET", f"/api/status/{doc['request_id']}?offset={offset}&limit={STATUS_PAGE}"
-            )
-            yield page
-            offset = page.get("next_offset")
-
-    lines = []
-    for line in failed_images(pages()):
-        lines.append(line)
-        if len(lines) == min(total, MAX_FAILED_LINES):
-            break
-    return lines, max(0, total - len(lines))
-
-
 def _outcome(client: Client, doc: dict[str, Any]) -> None:
-    lines, more = _failed_lines(client, doc)
-    print_summary(doc, lines, more)
+    """The summary, with the failed images read from images.csv as it streams in."""
+    failed = int(doc["progress"].get("failed", 0))
+    lines: list[str] = []
+    if failed:
+        rows = client.csv_rows(f"/api/requests/{doc['request_id']}/images.csv")
+        lines = list(failure_lines(rows, MAX_FAILED_LINES))
+    print_summary(doc, lines, failed - len(lines))
 
 
 def _save(client: Client, path: str, target: Path, what: str) -> None:
@@ -179,6 +159,12 @@ def submit(
 
     Exit codes with --wait: 0 completed, 2 completed with errors, 3 failed or cancelled.
     """
+    if (
+        quality is not None
+        and quality != "auto"
+        and not (quality.isdigit() and 1 <= int(quality) <= 100)
+    ):
+        raise typer.BadParameter("an integer from 1 to 100, or auto", param_hint="--quality")
     client = _client(server, api_key)
     fields = {
         name: str(value)
@@ -246,8 +232,9 @@ def status(
         if doc["status"] in FINAL:
             _outcome(client, doc)
         else:
-            out.print(f"{doc['status']}: {progress_line(doc)}")
-            out.print(f"  {savings_line(doc.get('savings'))}")
+            out.print(f"status: {doc['status']}")
+            out.print(images_line(doc))
+            out.print(savings_line(doc.get("savings")))
     raise typer.Exit(exit_code(doc["status"]))
 
 
@@ -330,7 +317,7 @@ def download(
 def cancel(request_id: RequestId, server: Server = DEFAULT_SERVER, api_key: ApiKey = None) -> None:
     """Cancel a running request: images not started are not processed, the rest finish."""
     doc = _client(server, api_key).post_json(f"/api/requests/{request_id}/cancel")
-    out.print(f"{doc['status']}: {progress_line(doc)}")
+    out.print(progress_line(doc))
 
 
 @app.command(
@@ -356,7 +343,7 @@ def retry(
     """Retry the failed (and cancelled) images of a finished request."""
     client = _client(server, api_key)
     doc = client.post_json(f"/api/requests/{request_id}/retry", {"codes": code} if code else None)
-    out.print(f"{doc['status']}: {progress_line(doc)}")
+    out.print(progress_line(doc))
     if wait:
         raise typer.Exit(exit_code(_follow(client, request_id)["status"]))
 

@@ -5,7 +5,7 @@ Results go to stdout (they can be piped); errors, progress and hints go to stder
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from rich.console import Console
@@ -58,50 +58,47 @@ def print_failure(failure: ApiFailure) -> None:
 def savings_line(savings: dict[str, Any] | None) -> str:
     s = savings or {}
     if not s.get("images"):
-        return "nothing compressed yet"
+        return "bytes: nothing compressed"
     return (
-        f"{size(s['bytes_in'])} → {size(s['bytes_out'])}, {s['saved_percent']:.1f}% saved "
-        f"({size(s['saved_bytes'])} over {s['images']} image{'s' if s['images'] != 1 else ''})"
+        f"bytes: {size(s['bytes_in'])} → {size(s['bytes_out'])}, {s['saved_percent']:.1f} % saved"
     )
 
 
-def progress_line(doc: dict[str, Any]) -> str:
+def images_line(doc: dict[str, Any]) -> str:
     p = doc["progress"]
-    parts = [f"{p['succeeded']} of {p['total']} images done"]
-    if p.get("failed"):
-        parts.append(f"{p['failed']} failed")
+    line = f"images: {p['succeeded']} done, {p.get('failed', 0)} failed"
     if p.get("cancelled"):
-        parts.append(f"{p['cancelled']} cancelled")
+        line += f", {p['cancelled']} cancelled"
     if doc["status"] not in FINAL and p.get("pending"):
-        parts.append(f"{p['pending']} to go")
-    return ", ".join(parts)
+        line += f", {p['pending']} to go"
+    return line
 
 
-def failed_images(docs: Iterable[dict[str, Any]]) -> Iterable[tuple[Any, int, dict[str, Any]]]:
-    """(serial number, 1-based position, image) for every failed image of status pages."""
-    for doc in docs:
-        for product in doc["products"]:
-            for position, image in enumerate(product.get("images") or [], start=1):
-                if image.get("status") == "failed":
-                    yield product["serial_number"], position, image
+def progress_line(doc: dict[str, Any]) -> str:
+    """One line for logs and answers: status, then the images line."""
+    return f"{doc['status']}, {images_line(doc)}"
 
 
-def print_summary(
-    doc: dict[str, Any], failures: list[tuple[Any, int, dict[str, Any]]], more: int
-) -> None:
+def failure_lines(rows: Iterable[dict[str, str]], limit: int) -> Iterator[str]:
+    """One line per failed image of images.csv rows: serial number, URL, reason code and message."""
+    for count, row in enumerate((r for r in rows if r["Status"] == "failed"), start=1):
+        if count > limit:
+            return
+        yield (
+            f"failed: S. No. {row['S. No.']} {row['Input Image Url']} "
+            f"{row['Error Code']}: {row['Error Message']}"
+        )
+
+
+def print_summary(doc: dict[str, Any], failures: Iterable[str], more: int) -> None:
     """The outcome: status, images done/failed, bytes in → out and % saved, each failed image."""
-    out.print(f"{doc['status']}: {progress_line(doc)}")
-    out.print(f"  {savings_line(doc.get('savings'))}")
-    if failures:
-        out.print("  failed images (S. No., image, URL, reason):")
-        for serial, position, image in failures:
-            error = image.get("error") or {}
-            out.print(
-                f"    {serial}  #{position}  {image.get('input_url')}  "
-                f"{error.get('code', '?')}: {error.get('message', '')}"
-            )
-        if more:
-            out.print(f"    … and {more} more (imgbatch download ID --images-csv F lists them all)")
+    out.print(f"status: {doc['status']}")
+    out.print(images_line(doc))
+    out.print(savings_line(doc.get("savings")))
+    for line in failures:
+        out.print(line)
+    if more > 0:
+        out.print(f"failed: … and {more} more (imgbatch download ID --images-csv F lists them all)")
 
 
 def print_requests(page: dict[str, Any]) -> None:
