@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
+from playwright.sync_api import Browser, BrowserType, Playwright, sync_playwright
 
 from support.backends import scaleout_env
 from support.browser import CHROMIUM
@@ -89,6 +91,44 @@ def service(
         stack.callback(svc.stop)  # before the database is dropped
         svc.start(workers=1, concurrency=2)
         yield svc
+
+
+# pytest-playwright keeps one Playwright (and its browser) for the whole session, and while it
+# lives the sync API leaves an asyncio event loop set as running in the main thread: any later
+# test module calling asyncio.run() would fail. Here they live for one module instead (each
+# browser test module launches Chromium once); the plugin's page and context fixtures build
+# on these.
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as pw:
+        yield pw
+
+
+@pytest.fixture(scope="module")
+def browser_type(playwright: Playwright, browser_name: str | None) -> BrowserType:
+    return getattr(playwright, browser_name or "chromium")  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def launch_browser(
+    browser_type_launch_args: dict[str, Any], browser_type: BrowserType
+) -> Callable[..., Browser]:
+    def launch(**kwargs: Any) -> Browser:
+        return browser_type.launch(**{**browser_type_launch_args, **kwargs})
+
+    return launch
+
+
+@pytest.fixture(scope="module")
+def browser_context_args() -> dict[str, Any]:
+    return {}  # the plugin's reads devices off the session's Playwright; no test uses one
+
+
+@pytest.fixture(scope="module")
+def browser(launch_browser: Callable[..., Browser]) -> Iterator[Browser]:
+    launched = launch_browser()
+    yield launched
+    launched.close()
 
 
 @pytest.fixture(scope="session")
