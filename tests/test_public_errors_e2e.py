@@ -19,7 +19,13 @@ from support.service import Service, http, products_csv
 
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[Service]:
-    svc = Service(tmp_path / "data", {"IMGBATCH_UPLOAD_RATE_LIMIT": "0"})
+    env = {
+        "IMGBATCH_UPLOAD_RATE_LIMIT": "0",
+        # A storage fault is retried, then fails the image: quickly here.
+        "IMGBATCH_STORAGE_RETRY_SECONDS": "2",
+        "IMGBATCH_RETRY_DELAY_SECONDS": "0.5",
+    }
+    svc = Service(tmp_path / "data", env)
     try:
         svc.start(workers=1, concurrency=1)
         yield svc
