@@ -11,6 +11,8 @@ output/input size ratio, then our time over the fastest alternative in the same 
     .venv/bin/python bench/compress.py --sweep         # encoder settings (WebP method,
                                                        # AVIF speed, PNG quantizers...)
     .venv/bin/python bench/compress.py --blocks-max 0  # without configure()'s block cache
+    .venv/bin/python bench/compress.py --resize        # 12 MP JPEG to fit 2000x2000: full
+                                                       # decode vs DCT-scaled decode (draft)
 
 Upscaled photographs are smoother than camera output, so absolute sizes are
 optimistic; the comparisons between variants are what this is for.
@@ -318,6 +320,79 @@ def _cpu_seconds(fn: ImageEncoder, im: Image.Image) -> float:
     return time.process_time() - t0
 
 
+# --- resizing: full decode vs scaled decode -------------------------------------
+
+
+def resize_bench(repeat: int, count: int) -> None:
+    """12 MP JPEG (4000x3000, q90) to fit 2000x2000 (and 1600x1600, where the scaled decode
+    stops at 2000x1500 and Lanczos finishes): CPU ms per image for a full decode + Lanczos
+    vs a DCT-scaled decode (`draft`) + Lanczos, and imgbatch end to end; PSNR of the
+    scaled route's pixels against the full route's."""
+    from imgbatch.imaging.resizing import downscale, fit_within
+
+    photos = [Image.fromarray(getattr(skimage.data, n)()) for n in PHOTOS[:count]]
+    sources = [
+        encode(im.resize((4000, 3000), Image.Resampling.LANCZOS), "JPEG", quality=90)
+        for im in photos
+    ]
+    for box in (2000, 1600):
+        fit = fit_within(4000, 3000, box, box)
+        assert fit is not None
+        resize_case(sources, box, fit, repeat, downscale)
+
+
+def resize_case(
+    sources: list[bytes],
+    box: int,
+    fit: tuple[int, int],
+    repeat: int,
+    downscale: Callable[[Image.Image, tuple[int, int]], Image.Image],
+) -> None:
+    def full(src: bytes) -> Image.Image:
+        im = Image.open(io.BytesIO(src))
+        im.load()
+        return im.resize(fit, Image.Resampling.LANCZOS)
+
+    def scaled_decode(src: bytes) -> Image.Image:
+        im = Image.open(io.BytesIO(src))
+        im.draft(None, fit)  # libjpeg's scaled IDCT: 1/2, 1/4 or 1/8, never below `fit`
+        im.load()
+        return downscale(im, fit)
+
+    options = imaging.CompressOptions(quality=Q, max_width=box, max_height=box)
+    variants: dict[str, Callable[[bytes], object]] = {
+        "full decode + Lanczos": full,
+        "scaled decode + Lanczos": scaled_decode,
+        "imgbatch.compress (q50 out)": lambda src: imaging.compress(src, options),
+    }
+    print(
+        f"12 MP JPEG q90 -> fit {box}x{box} ({fit[0]}x{fit[1]}), {len(sources)} photos, "
+        f"median CPU ms per image of {repeat} runs"
+    )
+    results: dict[str, float] = {}
+    for name, fn in variants.items():
+        times = []
+        for src in sources:
+            fn(src)  # warm-up
+            for _ in range(repeat):
+                t0 = time.process_time()
+                fn(src)
+                times.append((time.process_time() - t0) * 1000)
+        results[name] = statistics.median(times)
+        print(f"  {name:30} {results[name]:8.1f} ms")
+    ratio = results["scaled decode + Lanczos"] / results["full decode + Lanczos"]
+    print(f"  scaled / full: {ratio:.2f}")
+    psnrs = []
+    for src in sources:
+        a = np.asarray(full(src), dtype=np.float64)
+        b = np.asarray(scaled_decode(src), dtype=np.float64)
+        mse = float(((a - b) ** 2).mean())
+        psnrs.append(99.0 if mse == 0 else 10 * np.log10(255**2 / mse))
+    print(
+        f"  PSNR of the scaled route against the full route: {min(psnrs):.1f}-{max(psnrs):.1f} dB\n"
+    )
+
+
 # --- main ----------------------------------------------------------------------
 
 
@@ -328,6 +403,7 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=len(PHOTOS), help="how many photographs")
     parser.add_argument("--all", action="store_true", help="slow variants at every size too")
     parser.add_argument("--sweep", action="store_true", help="encoder-settings sweep at 2 MP")
+    parser.add_argument("--resize", action="store_true", help="12 MP to 2000x2000: draft or not")
     parser.add_argument(
         "--blocks-max", type=int, default=None, help="Pillow block cache instead of configure()'s"
     )
@@ -345,6 +421,9 @@ def main() -> None:
     )
     if args.sweep:
         sweep(args.repeat, args.photos)
+        return
+    if args.resize:
+        resize_bench(args.repeat, args.photos)
         return
 
     started = time.perf_counter()
