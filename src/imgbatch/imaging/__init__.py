@@ -1,7 +1,8 @@
 """Bytes and options in, bytes and facts out: the compression pipeline, pure.
 
 Holds: `compress` (the ordered steps: sniff, limit pixels before decoding, orient, convert,
-resize, strip metadata, pick the quality, encode, never larger), `resizing` (the box
+resize, strip metadata, pick the quality, encode, never larger), `options` (what it is asked
+and answers), `encoders` (the encoder settings, shared with the search), `resizing` (the box
 arithmetic and the downscale), `autoquality` (the perceptual score and the search behind
 `quality="auto"`), `formats` (magic-byte sniffing, pixel limits read from headers),
 `metadata` (lossless metadata stripping that keeps ICC and orientation), and the
@@ -13,19 +14,16 @@ May import: Pillow, simplejpeg, numpy and `imgbatch.errors`. No network, databas
 from __future__ import annotations
 
 from .autoquality import DEFAULT_TARGET as DEFAULT_AUTO_TARGET
-from .compress import (
+from .compress import BLOCKS_MAX, compress, configure, sniff_format
+from .metadata import strip_jpeg, strip_metadata, strip_png, strip_webp
+from .options import (
     AUTO,
-    BLOCKS_MAX,
     FORMATS,
     LOSSY,
     TARGETS,
     CompressOptions,
     CompressResult,
-    compress,
-    configure,
-    sniff_format,
 )
-from .metadata import strip_jpeg, strip_metadata, strip_png, strip_webp
 from .resizing import MAX_SIDE
 
 __all__ = [
