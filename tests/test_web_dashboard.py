@@ -354,6 +354,61 @@ def test_phone_width_keyboard_and_labels(
     assert overflow <= 0
 
 
+# --- API keys -----------------------------------------------------------------------------------
+
+
+def test_api_keys_a_clear_401_then_success_with_the_key(
+    page: Page,
+    watch: ConsoleWatch,
+    images: ImageServer,
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    watch.expect(401, "/api/")
+    env = {"IMGBATCH_API_KEYS": "key-one,key-two"}
+    with Service(tmp_path_factory.mktemp("web-keys"), env=env) as keyed:
+        keyed.start(workers=1, concurrency=1)
+        page.goto(keyed.url + "/")
+        expect(page.locator("#keyform")).to_be_visible()  # /readyz says keys are required
+        page.set_input_files("#file", str(write_csv(tmp_path, [("Mug", [images.url("p0.jpg")])])))
+        page.click("#submit")
+        expect(page.locator("#keymessage")).to_have_text(
+            "This service needs an API key: enter yours above (kept for this tab only)."
+        )
+        page.fill("#apikey", "not-a-key")
+        page.click("#keyform button[type=submit]")
+        page.click("#submit")
+        expect(page.locator("#keymessage")).to_have_text(
+            "The API key was refused (invalid API key). Enter a valid key above."
+        )
+        page.fill("#apikey", "key-two")
+        page.press("#apikey", "Enter")
+        expect(page.locator("#keymessage")).to_be_hidden()
+        page.click("#submit")
+        page.wait_for_url(re.compile(r"/requests/[0-9a-f]{32}$"))
+        request_id = page.url.rsplit("/", 1)[1]
+        wait_status(page, "completed")
+        assert len(thumbnails_rendered(page)) == 1  # stored files need no key
+        assert page.evaluate("sessionStorage.getItem('imgbatch.apiKey')") == "key-two"
+        page.reload()  # the key stays for the tab
+        wait_status(page, "completed")
+        # Downloads carry the key (through fetch), and arrive.
+        with page.expect_download() as info:
+            page.click("#actions a:has-text('Output CSV')")
+        info.value.save_as(tmp_path / "out.csv")
+        _, _, expected = http(
+            "GET",
+            f"{keyed.url}/api/requests/{request_id}/output.csv",
+            headers={"Authorization": "Bearer key-two"},
+        )
+        assert (tmp_path / "out.csv").read_bytes() == expected
+        # Another key's request is not found, and says so in words.
+        page.fill("#apikey", "key-one")
+        page.press("#apikey", "Enter")
+        expect(page.locator("#request-title")).to_have_text("Request not found")
+        watch.expect(404, f"/api/status/{request_id}")
+
+
 # --- the README's screenshot ----------------------------------------------------------------------
 
 
@@ -370,7 +425,7 @@ def test_screenshot_of_the_example_request(
     )
     (tmp_path / "products.csv").write_text(example)
     page.set_viewport_size({"width": 1100, "height": 900})
-    upload(page, svc, tmp_path / "products.csv", quality="auto")
+    upload(page, svc, tmp_path / "products.csv")
     wait_status(page, "completed_with_errors")
     thumbnails_rendered(page)
     page.evaluate("window.scrollTo(0, 0)")
