@@ -122,8 +122,12 @@ class Settings(BaseSettings):
     lease_seconds: float = 120.0
     max_attempts: int = 5  # claims of one image before it is failed (a poison image kills workers)
     sweep_interval: float = 15.0
-    stale_pending_seconds: float = 120.0  # pending and not enqueued this long: lost (queue empty)
-    lost_job_seconds: float = 3600.0  # the same while the queue is busy
+    # A job taken out of the queue this recently may still be on its way to its claim: with
+    # the queue empty, a pending image not enqueued for this long has lost its job.
+    stale_pending_seconds: float = 30.0
+    # While the queue is busy, the sweeper's mark tells which jobs left it; a mark not seen
+    # after this long was lost with the queue's contents and is sent again.
+    lost_job_seconds: float = 900.0
 
     # --- a backend's fault: the work goes back and is retried with back-off ------
     # An image whose store (or another backend) fails is released, not failed: retried
