@@ -1,4 +1,5 @@
-"""Managing requests through the real service, embedded and scale-out: cancel and retry.
+"""Managing requests through the real service, embedded and scale-out: cancel, retry,
+delete and the retention period.
 
 Real API and worker processes, a real loopback image host (slow and flaky routes), a real
 signed-webhook receiver; on scale-out, PostgreSQL + Redis + S3 (moto).
@@ -17,10 +18,12 @@ from typing import Any
 import pytest
 from standardwebhooks.webhooks import Webhook
 
+from imgbatch.config import Settings
 from support.backends import scaleout_env
+from support.databases import query
 from support.imageserver import ImageServer
 from support.receiver import Receiver
-from support.s3server import SCRUBBED_AWS_VARS
+from support.s3server import SCRUBBED_AWS_VARS, S3Server
 from support.service import Service, http, products_csv
 
 SECRET = "whsec_" + base64.b64encode(b"lifecycle-webhook-secret-012345").decode()
@@ -32,12 +35,19 @@ ENV = {
 }
 
 
-@pytest.fixture(params=["embedded", pytest.param("scaleout", marks=pytest.mark.scaleout)])
-def managed(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+BACKENDS = ["embedded", pytest.param("scaleout", marks=pytest.mark.scaleout)]
+
+
+@contextlib.contextmanager
+def deployment(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    extra: dict[str, str] | None = None,
 ) -> Iterator[Service]:
+    """The service in the shape `request.param` names, with this module's settings."""
     with contextlib.ExitStack() as stack:
-        env = dict(ENV)
+        env = ENV | (extra or {})
         if request.param == "scaleout":
             for name in SCRUBBED_AWS_VARS:
                 monkeypatch.delenv(name, raising=False)
@@ -45,6 +55,26 @@ def managed(
         service = Service(tmp_path / "data", env=env)
         stack.callback(service.stop)
         service.start(workers=1, concurrency=2)
+        yield service
+
+
+@pytest.fixture(params=BACKENDS)
+def managed(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Service]:
+    with deployment(request, tmp_path, monkeypatch) as service:
+        yield service
+
+
+RETENTION_DAYS = 0.0001  # 8.6 seconds
+
+
+@pytest.fixture(params=BACKENDS)
+def retaining(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Service]:
+    extra = {"IMGBATCH_RETENTION_DAYS": str(RETENTION_DAYS)}
+    with deployment(request, tmp_path, monkeypatch, extra) as service:
         yield service
 
 
@@ -171,3 +201,133 @@ def test_retry_upstream_failures_after_the_host_recovers(
         assert second["data"]["progress"]["succeeded"] == 4
         Webhook(SECRET).verify(hook.requests[1].body, hook.requests[1].headers)
         assert len(hook.requests) == 2  # one event per finalization, no more
+
+
+# --- delete and retention ---------------------------------------------------------------
+
+
+def stored_keys(service: Service, s3: S3Server | None, request_id: str) -> list[str]:
+    """The objects stored for a request, read from the disk or the bucket itself."""
+    storage_url = service.env.get("IMGBATCH_STORAGE_URL")
+    if storage_url is None:
+        root = service.data_dir / "images"
+        found = (root / request_id).rglob("*")
+        return sorted(p.relative_to(root).as_posix() for p in found if p.is_file())
+    assert s3 is not None
+    bucket, _, prefix = storage_url.removeprefix("s3://").partition("/")
+    pages = (
+        s3.client()
+        .get_paginator("list_objects_v2")
+        .paginate(Bucket=bucket, Prefix=f"{prefix}/{request_id}/")
+    )
+    return sorted(
+        item["Key"].removeprefix(prefix + "/")
+        for page in pages
+        for item in page.get("Contents", ())
+    )
+
+
+def ledger_rows(service: Service, request_id: str) -> dict[str, int]:
+    url = (
+        service.env.get("IMGBATCH_DATABASE_URL")
+        or Settings(data_dir=service.data_dir).resolved_database_url
+    )
+    counts = {}
+    for table, column in (
+        ("requests", "id"),
+        ("products", "request_id"),
+        ("images", "request_id"),
+        ("webhook_deliveries", "request_id"),
+    ):
+        ((count,),) = query(url, f"SELECT count(*) FROM {table} WHERE {column} = :r", r=request_id)
+        counts[table] = count
+    return counts
+
+
+def s3_of(request: pytest.FixtureRequest, service: Service) -> S3Server | None:
+    if "IMGBATCH_STORAGE_URL" not in service.env:
+        return None
+    server: S3Server = request.getfixturevalue("s3_server")
+    return server
+
+
+def routes_of(service: Service, request_id: str) -> list[tuple[str, str]]:
+    base = f"{service.url}/api"
+    return [
+        ("GET", f"{base}/status/{request_id}"),
+        ("GET", f"{base}/requests/{request_id}/output.csv"),
+        ("GET", f"{base}/requests/{request_id}/webhooks"),
+        ("POST", f"{base}/requests/{request_id}/webhooks/redeliver"),
+        ("POST", f"{base}/requests/{request_id}/cancel"),
+        ("POST", f"{base}/requests/{request_id}/retry"),
+        ("DELETE", f"{base}/requests/{request_id}"),
+    ]
+
+
+def test_delete_removes_objects_then_rows_and_every_route_404s(
+    managed: Service, host: ImageServer, request: pytest.FixtureRequest
+) -> None:
+    s3 = s3_of(request, managed)
+    with Receiver(secret=SECRET) as hook:
+        running = upload(managed, [host.url("/slow?seconds=3&file=photo0.jpg")], hook)
+        status, _, raw = http("DELETE", f"{managed.url}/api/requests/{running}")
+        assert (status, json.loads(raw)["error"]["code"]) == (409, "not_finished")
+        assert post(managed, f"/api/requests/{running}/cancel")[0] == 202  # cancel first ...
+
+        urls = [host.url("/photo1.jpg"), host.url("/photo2.jpg"), host.url("/missing.jpg")]
+        request_id = upload(managed, urls, hook)
+        doc = managed.wait_final(request_id)
+        assert doc["status"] == "completed_with_errors"
+        events(hook, 1)
+        files = [url for p in doc["products"] for url in p["output_urls"] if url]
+        assert len(files) == 2 and all(http("GET", url)[0] == 200 for url in files)
+        keys = stored_keys(managed, s3, request_id)
+        assert len(keys) == 2
+        assert ledger_rows(managed, request_id) == {
+            "requests": 1,
+            "products": 3,
+            "images": 3,
+            "webhook_deliveries": 1,
+        }
+
+        status, _, body = http("DELETE", f"{managed.url}/api/requests/{request_id}")
+        assert status == 204 and body == b""
+        assert stored_keys(managed, s3, request_id) == []
+        assert not (managed.data_dir / "images" / request_id).exists()  # no empty directories
+        assert ledger_rows(managed, request_id) == dict.fromkeys(
+            ("requests", "products", "images", "webhook_deliveries"), 0
+        )
+        for method, url in routes_of(managed, request_id):
+            status, _, raw = http(method, url)
+            assert status == 404, (method, url, raw)
+            assert json.loads(raw)["error"]["code"] == "not_found"
+        assert all(http("GET", url)[0] == 404 for url in files)
+
+        managed.wait_final(running)  # ... then delete
+        status, _, _ = http("DELETE", f"{managed.url}/api/requests/{running}")
+        assert status == 204
+        assert http("GET", f"{managed.url}/api/status/{running}")[0] == 404
+
+
+def test_retention_deletes_finished_requests_after_the_period(
+    retaining: Service, host: ImageServer, request: pytest.FixtureRequest
+) -> None:
+    s3 = s3_of(request, retaining)
+    with Receiver(secret=SECRET) as hook:
+        request_id = upload(retaining, [host.url("/photo3.jpg"), host.url("/photo4.jpg")], hook)
+        doc = retaining.wait_final(request_id)
+        finished = time.monotonic()
+        assert doc["status"] == "completed"
+        files = [url for p in doc["products"] for url in p["output_urls"]]
+        assert len(stored_keys(retaining, s3, request_id)) == 2
+        until(
+            lambda: http("GET", f"{retaining.url}/api/status/{request_id}")[0] == 404,
+            timeout=60,
+            what="the retention sweep",
+        )
+        waited = time.monotonic() - finished
+        assert waited >= RETENTION_DAYS * 86400 - 1  # not before the period
+        until(lambda: ledger_rows(retaining, request_id)["requests"] == 0, what="the rows")
+        assert stored_keys(retaining, s3, request_id) == []
+        assert sum(ledger_rows(retaining, request_id).values()) == 0
+        assert all(http("GET", url)[0] == 404 for url in files)

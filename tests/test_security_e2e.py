@@ -366,6 +366,10 @@ def test_cors_allows_only_the_configured_origin(keyed: Service) -> None:
     status, headers, _ = call("OPTIONS", keyed.url + "/api/upload", headers=evil)
     assert status == 400 and "access-control-allow-origin" not in headers
 
+    deleting = {"Origin": ORIGIN, **preflight, "Access-Control-Request-Method": "DELETE"}
+    status, headers, _ = call("OPTIONS", keyed.url + "/api/requests/x", headers=deleting)
+    assert status == 200 and "DELETE" in headers["access-control-allow-methods"]
+
     status, headers, _ = call("GET", keyed.url + "/healthz", headers={"Origin": ORIGIN})
     assert status == 200 and headers["access-control-allow-origin"] == ORIGIN
     assert headers["x-frame-options"] == "DENY"  # security headers on CORS answers too

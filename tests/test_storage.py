@@ -29,6 +29,7 @@ from imgbatch.storage import (
     open_storage,
     validate_key,
 )
+from imgbatch.storage import s3 as s3_module
 from imgbatch.storage.s3 import PUT_THREADS
 from support.s3server import SCRUBBED_AWS_VARS, S3Server, dummy_s3_env, start_s3_server
 
@@ -242,6 +243,26 @@ class StorageContract:
         assert storage.list_keys() == []
         storage.delete("s/a.webp")  # twice is fine
 
+    def test_delete_many_removes_each_key_and_tolerates_missing_ones(
+        self, storage: Storage
+    ) -> None:
+        keys = [f"req/{serial}/{position}.jpg" for serial in (1, 2) for position in (0, 1)]
+        for key in [*keys, "other/1/0.jpg"]:
+            storage.put(key, b"x" * 10, "image/jpeg")
+        storage.delete_many([*keys[:3], "req/9/9.jpg"])  # one never existed
+        assert storage.list_keys() == ["other/1/0.jpg", "req/2/1.jpg"]
+        storage.delete_many(keys)  # again, after a crash: the rest goes, the gone stay gone
+        assert storage.list_keys() == ["other/1/0.jpg"]
+        assert storage.get("req/2/1.jpg") is None
+        storage.delete_many([])
+        assert storage.list_keys() == ["other/1/0.jpg"]
+
+    def test_delete_many_refuses_a_bad_key_before_deleting_anything(self, storage: Storage) -> None:
+        storage.put("keep/1.jpg", b"x", "image/jpeg")
+        with pytest.raises(ValueError):
+            storage.delete_many(["keep/1.jpg", "../escape.jpg"])
+        assert storage.list_keys() == ["keep/1.jpg"]
+
     def test_a_directory_is_not_an_object(self, storage: Storage) -> None:
         storage.put("dir/a.webp", b"x", "image/webp")
         assert storage.stat("dir") is None
@@ -341,6 +362,19 @@ class TestLocalStorage(StorageContract):
         storage = open_storage((tmp_path / "images").as_uri(), make_settings())
         assert isinstance(storage, LocalStorage)
         return storage
+
+    def test_delete_many_prunes_the_directories_it_empties(self, storage: LocalStorage) -> None:
+        storage.check()  # creates the root
+        for key in ("r1/1/0.jpg", "r1/2/0.jpg", "r1/2/1.jpg", "r2/1/0.jpg"):
+            storage.put(key, b"x", "image/jpeg")
+        storage.delete_many(["r1/1/0.jpg", "r1/2/0.jpg"])
+        assert not (storage.root / "r1" / "1").exists()  # emptied: removed
+        assert (storage.root / "r1" / "2" / "1.jpg").is_file()  # still holds an object
+        storage.delete_many(["r1/2/1.jpg"])
+        assert not (storage.root / "r1").exists()
+        assert (storage.root / "r2" / "1" / "0.jpg").is_file()
+        storage.delete_many(["r2/1/0.jpg"])
+        assert storage.root.is_dir() and list(storage.root.iterdir()) == []  # the root stays
 
     def test_put_many_fails_only_the_object_that_could_not_be_written(
         self, storage: Storage
@@ -471,6 +505,27 @@ class TestS3Storage(StorageContract):
         assert isinstance(storage, S3Storage)
         yield storage
         storage.close()
+
+    def test_delete_many_sends_batches_of_the_s3_maximum(
+        self, storage: S3Storage, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(s3_module, "DELETE_BATCH", 3)  # 7 keys: 3 requests, as 2,001 would
+        keys = [f"r/{i}/0.jpg" for i in range(7)]
+        storage.put_many([PutObject(key, b"x", "image/jpeg") for key in keys])
+        calls: list[int] = []
+        client = storage._client
+        real = client.delete_objects
+
+        def counting(**kwargs: Any) -> Any:
+            calls.append(len(kwargs["Delete"]["Objects"]))
+            return real(**kwargs)
+
+        monkeypatch.setattr(client, "delete_objects", counting)
+        storage.delete_many([*keys[:6], "r/99/0.jpg"])
+        assert calls == [3, 3, 1]
+        full = f"{storage.prefix}/" if storage.prefix else ""
+        pages = s3_server.client().list_objects_v2(Bucket=storage.bucket)
+        assert [item["Key"] for item in pages.get("Contents", [])] == [f"{full}r/6/0.jpg"]
 
     def test_put_sets_headers_and_prefix(self, storage: S3Storage, s3_server: S3Server) -> None:
         storage.put("a/b.webp", b"x", "image/webp")

@@ -137,6 +137,9 @@ class Settings(BaseSettings):
     retry_delay_seconds: float = Field(default=5.0, gt=0)
     retry_max_delay_seconds: float = Field(default=120.0, gt=0)
     storage_retry_seconds: float = Field(default=900.0, ge=0)
+    # Final requests are deleted (objects, then rows) this many days after they finished;
+    # 0 keeps them forever. Fractions are allowed (0.5 = 12 hours).
+    retention_days: float = Field(default=0.0, ge=0)
 
     # --- webhooks ------------------------------------------------------------
     webhook_url: str | None = Field(

@@ -164,7 +164,7 @@ def install_middleware(app: FastAPI, settings: Settings) -> None:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=list(settings.cors_origins),
-            allow_methods=["GET", "HEAD", "POST"],
+            allow_methods=["GET", "HEAD", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
             expose_headers=["Retry-After", "Content-Disposition"],
             allow_credentials=False,  # API keys travel in headers, not cookies

@@ -1,4 +1,4 @@
-"""Routes that manage a request after its upload: cancel and retry.
+"""Routes that manage a request after its upload: cancel, retry and delete.
 
 Each route checks ownership first (another key's request is a 404), then lets the
 service decide by a conditional update in the ledger, and answers with the request's
@@ -9,11 +9,12 @@ pending images of a very large request) runs after the answer is sent.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.background import BackgroundTask
 
@@ -31,6 +32,7 @@ from imgbatch.errors import ApiError
 from imgbatch.reports import get_request, status_document
 
 router = APIRouter()
+log = logging.getLogger(__name__)
 
 MAX_RETRY_BODY = 16 * 1024
 
@@ -57,6 +59,33 @@ async def cancel(request: Request, request_id: str, owner: Owner) -> JSONRespons
     document = await run_in_threadpool(_document, ctx, request_id, owner)
     rest = None if finished else BackgroundTask(jobs.finish_cancel, ctx, request_id)
     return JSONResponse(document, status_code=202, background=rest)
+
+
+@router.delete(
+    "/api/requests/{request_id}",
+    status_code=204,
+    tags=["requests"],
+    response_class=Response,
+    responses={204: {"description": "Deleted."}, **error_responses(401, 404, 409)},
+)
+async def delete(request: Request, request_id: str, owner: Owner) -> Response:
+    """Delete a finished request: its stored images first, then its rows (products, images,
+    webhook deliveries). Afterwards every route for it, and its `/files/` links, answer 404.
+
+    409 `not_finished` while it runs: cancel it first. A deletion that stopped half-way (a
+    crash) can be asked for again.
+    """
+    ctx = _ctx(request)
+    await run_in_threadpool(get_request, ctx, request_id, owner, deleting=True)
+    try:
+        gone = await run_in_threadpool(jobs.delete, ctx, request_id)
+    except ApiError:
+        raise
+    except Exception:  # the tombstone is written: the rest is finished later
+        log.exception("deletion stopped; it goes on later", extra={"request_id": request_id})
+        gone = False
+    rest = None if gone else BackgroundTask(jobs.purge_quietly, ctx, request_id)
+    return Response(status_code=204, background=rest)
 
 
 # Retry makes the workers fetch images again, so it shares the upload rate limit.

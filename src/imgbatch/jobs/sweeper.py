@@ -30,6 +30,7 @@ from imgbatch.logs import OutageLog
 
 from .lifecycle import finish_cancels
 from .pipeline import finalize
+from .removal import sweep_deletions
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class SweepReport:
     cancels: int = 0  # accepted cancels finished for an API process that died mid-way
     unqueued: int = 0
     due: int = 0
+    deleted: int = 0  # requests removed: stopped deletions and the retention period
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,7 @@ def plan_lost_jobs(
 
 def sweep_once(ctx: Context) -> SweepReport:
     """One pass: expired leases, unqueued requests, due retries, lost jobs, unfinished
-    cancels, finalizations."""
+    cancels, finalizations, stopped deletions and the retention period."""
     settings, db, queue = ctx.settings, ctx.db, ctx.queue
     depth = queue.depth()  # before this sweep adds jobs of its own
     # Leases that ran out belong to dead workers: their jobs are gone for sure. A worker
@@ -160,7 +162,8 @@ def sweep_once(ctx: Context) -> SweepReport:
     for request_id in ledger.unfinalized_request_ids(db):
         if finalize(ctx, request_id) is not None:
             finalized += 1
-    return SweepReport(expired, stale, finalized, cancels, unqueued, due)
+    deleted = sweep_deletions(ctx)
+    return SweepReport(expired, stale, finalized, cancels, unqueued, due, deleted)
 
 
 def run_sweeper(ctx: Context, stop: threading.Event) -> None:

@@ -3,7 +3,8 @@
 Holds: `models` (SQLAlchemy tables), `engine` (one engine per process, sessions, Alembic
 `migrations/`), `operations` (the conditional updates every state change goes through:
 create, claim, renew, record, finalize, requeue), `lifecycle` (the changes users start:
-cancel, retry) and `statuses` (pure status rules).
+cancel, retry), `removal` (deleting a request: tombstone, batches, retention) and
+`statuses` (pure status rules).
 May import: SQLAlchemy/Alembic, the pure core (`imgbatch.catalogue` for the row type),
 `imgbatch.errors`/`imgbatch.config`. Never the queue, storage, fetching or anything above.
 """
@@ -56,6 +57,15 @@ from .recovery import (
 )
 from .retries import GiveBack, GiveUp, RetryPolicy, backoff_delay, decide, retry_delay
 from .transient import UNAVAILABLE, is_deadlock, is_unavailable, retry_deadlocks
+from .removal import (
+    ImageBatch,
+    delete_images,
+    delete_request_rows,
+    deleting_request_ids,
+    expired_request_ids,
+    image_batch,
+    mark_deleted,
+)
 
 __all__ = [
     "AUTO",
@@ -66,6 +76,7 @@ __all__ = [
     "GiveBack",
     "GiveUp",
     "Image",
+    "ImageBatch",
     "ImageResult",
     "MarkState",
     "Product",
@@ -86,9 +97,15 @@ __all__ = [
     "dispose_engines",
     "expired_lease_batches",
     "fail_exhausted_leases",
+    "delete_images",
+    "delete_request_rows",
+    "deleting_request_ids",
+    "dispose_engines",
+    "expired_request_ids",
     "finalize_request",
     "give_back",
     "has_pending_images",
+    "image_batch",
     "image_counts",
     "image_savings",
     "is_deadlock",
@@ -97,6 +114,7 @@ __all__ = [
     "last_image_change",
     "mark_enqueued",
     "read_mark",
+    "mark_deleted",
     "record_results",
     "renew_leases",
     "request_cancel",

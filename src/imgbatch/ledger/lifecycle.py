@@ -137,7 +137,11 @@ def retry_request(db: Database, request_id: str, codes: Sequence[str] | None) ->
         with db.connection() as conn:
             won = conn.execute(
                 update(_requests)
-                .where(_requests.c.id == request_id, _requests.c.status.in_(st.FINAL))
+                .where(
+                    _requests.c.id == request_id,
+                    _requests.c.status.in_(st.FINAL),
+                    _requests.c.deleted_at.is_(None),  # a delete (or retention) won it
+                )
                 .values(
                     status=st.PROCESSING,
                     completed_at=None,
@@ -147,10 +151,11 @@ def retry_request(db: Database, request_id: str, codes: Sequence[str] | None) ->
                 )
             ).rowcount
             if not won:
-                status = conn.execute(
-                    select(_requests.c.status).where(_requests.c.id == request_id)
-                ).scalar()
-                return RetryOutcome("not_found" if status is None else "not_finished")
+                row = conn.execute(
+                    select(_requests.c.deleted_at).where(_requests.c.id == request_id)
+                ).first()
+                gone = row is None or row.deleted_at is not None
+                return RetryOutcome("not_found" if gone else "not_finished")
             ids = conn.execute(
                 update(_images)
                 .where(_images.c.request_id == request_id, chosen)

@@ -85,10 +85,14 @@ class Request(Base):
     # Its jobs reached the queue (set after the upload's enqueue): a request still False a
     # few seconds after its creation lost its enqueue, and the sweeper enqueues it.
     enqueued: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    # Set by the delete that won: the request is gone for every route from then on, while
+    # its objects and then its rows are removed (a crash leaves it to be deleted again).
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
 
     __table_args__ = (
         Index("ix_requests_status_updated", "status", "updated_at"),
         Index("ix_requests_enqueued", "enqueued", "created_at"),
+        Index("ix_requests_completed_at", "completed_at"),  # retention: oldest final first
     )
 
 

@@ -18,14 +18,19 @@ from imgbatch.webhooks import webhook_summary
 PAGE = 1000  # products read per query when streaming the output CSV
 
 
-def get_request(ctx: Context, request_id: str, owner: str | None) -> Request:
-    """The request, or a 404 — also when it belongs to another API key (ids cannot be probed)."""
+def get_request(
+    ctx: Context, request_id: str, owner: str | None, *, deleting: bool = False
+) -> Request:
+    """The request, or a 404 — also when it belongs to another API key (ids cannot be probed),
+    and once it is being deleted (unless `deleting`: a delete may take one up again)."""
     # Ids are uuid4 hex; anything else (a NUL byte would make PostgreSQL fail) is unknown.
     if len(request_id) > 64 or not (request_id.isascii() and request_id.isalnum()):
         raise ApiError(404, "not_found", "no such request")
     with ctx.db.session() as session:
         request = session.get(Request, request_id)
     if request is None or (owner is not None and request.owner != owner):
+        raise ApiError(404, "not_found", "no such request")
+    if request.deleted_at is not None and not deleting:
         raise ApiError(404, "not_found", "no such request")
     return request
 

@@ -193,6 +193,19 @@ class Storage(ABC):
     def delete(self, key: str) -> None:
         """Remove `key`; deleting a missing key is not an error."""
 
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """Remove every key; missing keys are not an error, so a repeated call is harmless.
+
+        Every key is validated before anything is deleted (`ValueError`). A backend failure
+        raises `StorageError` (some keys may be gone already: call again). Backends override
+        this when a batch is cheaper: local files prune the directories they empty, S3
+        deletes up to 1,000 keys per request.
+        """
+        for key in keys:
+            validate_key(key)
+        for key in keys:
+            self.delete(key)
+
     @abstractmethod
     def list_keys(self, prefix: str = "") -> list[str]:
         """Sorted keys starting with the string `prefix` (not only whole segments)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from collections.abc import Iterable, Iterator, Sequence
@@ -191,6 +192,26 @@ class LocalStorage(Storage):
             pass
         except OSError as exc:
             raise StorageError(f"cannot delete {key!r} from {self.root}: {exc}") from exc
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """Unlink each file, then remove the directories that became empty (never the root),
+        so deleting a request leaves no empty `<request>/<serial>/` directories behind."""
+        paths = [self._path(key) for key in keys]  # ValueError before any deletion
+        directories: set[Path] = set()
+        for key, path in zip(keys, paths, strict=True):
+            try:
+                path.unlink()
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                pass
+            except OSError as exc:
+                raise StorageError(f"cannot delete {key!r} from {self.root}: {exc}") from exc
+            directories.add(path.parent)
+        for directory in self._ancestors(directories):  # deepest first
+            if directory == self.root:
+                continue
+            # Not empty (other objects, a write in progress) or already gone: kept.
+            with contextlib.suppress(OSError):
+                directory.rmdir()
 
     def list_keys(self, prefix: str = "") -> list[str]:
         directory = prefix.rpartition("/")[0]

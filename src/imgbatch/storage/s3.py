@@ -32,6 +32,7 @@ from .base import (
 # job's few images go up together, so it should wait about one round trip instead of one
 # per image (bench/s3_puts.py). The connection pool has room for them beside reads.
 PUT_THREADS = 8
+DELETE_BATCH = 1000  # keys per DeleteObjects request: S3's maximum
 
 
 class S3Storage(Storage):
@@ -212,6 +213,28 @@ class S3Storage(Storage):
             self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
         except (BotoCoreError, ClientError) as exc:
             raise self._error("delete", key, exc) from exc
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """DeleteObjects, up to 1,000 keys per request (S3's limit); any per-key error raises."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        full = [self._key(key) for key in keys]  # ValueError before any deletion
+        for start in range(0, len(full), DELETE_BATCH):
+            batch = full[start : start + DELETE_BATCH]
+            try:
+                answer = self._client.delete_objects(
+                    Bucket=self.bucket,
+                    Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True},
+                )
+            except (BotoCoreError, ClientError) as exc:
+                raise self._error("delete", batch[0], exc) from exc
+            errors = answer.get("Errors") or []
+            if errors:
+                first = errors[0]
+                raise StorageError(
+                    f"S3 delete of {first.get('Key')!r} in bucket {self.bucket!r} failed: "
+                    f"{first.get('Code')}: {first.get('Message')} ({len(errors)} keys failed)"
+                )
 
     def list_keys(self, prefix: str = "") -> list[str]:
         from botocore.exceptions import BotoCoreError, ClientError
