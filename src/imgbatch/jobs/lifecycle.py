@@ -100,8 +100,10 @@ def retry(ctx: Context, request_id: str, codes: Sequence[str] | None = None) -> 
         raise ApiError(409, "nothing_to_retry", f"no failed or cancelled image{which} to retry")
     try:
         ctx.queue.enqueue(outcome.image_ids)
+        ledger.mark_enqueued(ctx.db, request_id)
     except Exception:
-        # The images are pending in the ledger: the sweeper enqueues them again.
+        # The images are pending and the request not marked enqueued: the next sweep
+        # enqueues them.
         log.exception("enqueue failed; the sweeper will retry", extra={"request_id": request_id})
     log.info("retrying %d images", len(outcome.image_ids), extra={"request_id": request_id})
     return len(outcome.image_ids)

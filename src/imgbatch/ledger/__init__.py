@@ -55,8 +55,6 @@ from .recovery import (
     send_mark,
     unenqueued_requests,
 )
-from .retries import GiveBack, GiveUp, RetryPolicy, backoff_delay, decide, retry_delay
-from .transient import UNAVAILABLE, is_deadlock, is_unavailable, retry_deadlocks
 from .removal import (
     ImageBatch,
     delete_images,
@@ -66,6 +64,8 @@ from .removal import (
     image_batch,
     mark_deleted,
 )
+from .retries import GiveBack, GiveUp, RetryPolicy, backoff_delay, decide, retry_delay
+from .transient import UNAVAILABLE, is_deadlock, is_unavailable, retry_deadlocks
 
 __all__ = [
     "AUTO",
@@ -94,14 +94,13 @@ __all__ = [
     "claim_images",
     "create_request",
     "decide",
-    "dispose_engines",
-    "expired_lease_batches",
-    "fail_exhausted_leases",
     "delete_images",
     "delete_request_rows",
     "deleting_request_ids",
     "dispose_engines",
+    "expired_lease_batches",
     "expired_request_ids",
+    "fail_exhausted_leases",
     "finalize_request",
     "give_back",
     "has_pending_images",
@@ -112,9 +111,9 @@ __all__ = [
     "is_unavailable",
     "isoformat",
     "last_image_change",
+    "mark_deleted",
     "mark_enqueued",
     "read_mark",
-    "mark_deleted",
     "record_results",
     "renew_leases",
     "request_cancel",

@@ -147,6 +147,7 @@ def retry_request(db: Database, request_id: str, codes: Sequence[str] | None) ->
                     completed_at=None,
                     cancelled_at=None,
                     runs=_requests.c.runs + 1,
+                    enqueued=False,  # until the caller's enqueue: else the sweeper does it
                     updated_at=now,
                 )
             ).rowcount
