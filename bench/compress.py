@@ -1,4 +1,4 @@
-"""Benchmark `imgbatch.imaging.compress.compress` against the libraries it could have used.
+"""Benchmark `imgbatch.imaging.compress` against the libraries it could have used.
 
 Not a test. Builds real photographs from `skimage.data` (astronaut, coffee, chelsea,
 rocket) scaled to each size, saves them as JPEG q90, PNG and WebP q90 (plus a PNG

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -37,3 +39,14 @@ def test_default_box_and_auto_target(monkeypatch: pytest.MonkeyPatch) -> None:
         with monkeypatch.context() as scoped, pytest.raises(ValidationError):
             settings(scoped, auto_quality_target=bad)
     assert settings(monkeypatch, auto_quality_target="0.985").auto_quality_target == 0.985
+
+
+def test_embedded_defaults_keep_their_file_names(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Data written by earlier versions stays where they wrote it: renaming a default file
+    would start an upgraded embedded deployment on an empty ledger."""
+    monkeypatch.delenv("IMGBATCH_DATABASE_URL", raising=False)
+    monkeypatch.delenv("DB_CONNECTION_STRING", raising=False)
+    plain = settings(monkeypatch, data_dir=str(tmp_path))
+    assert plain.resolved_database_url == f"sqlite:///{tmp_path.resolve() / 'imgbatch.db'}"

@@ -39,7 +39,7 @@ def test_kill_worker_mid_request(tmp_path: Path, image_server: ImageServer) -> N
 
         # Every image done exactly once in the ledger; one object per image, no duplicates.
         (done,) = query(
-            f"sqlite:///{tmp_path / 'data' / 'imgbatch.ledger.engine'}",
+            f"sqlite:///{tmp_path / 'data' / 'imgbatch.db'}",
             "SELECT count(*), count(DISTINCT output_key) FROM images"
             " WHERE request_id = :r AND status = 'done'",
             r=request_id,

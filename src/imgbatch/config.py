@@ -177,7 +177,7 @@ class Settings(BaseSettings):
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to a SQLite file in the data dir."""
         return sqlalchemy_url(
-            self.database_url or f"sqlite:///{self.data_dir.resolve() / 'imgbatch.ledger.engine'}"
+            self.database_url or f"sqlite:///{self.data_dir.resolve() / 'imgbatch.db'}"
         )
 
     @property
