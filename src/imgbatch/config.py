@@ -93,7 +93,13 @@ class Settings(BaseSettings):
     max_url_length: int = 2048
     max_cell_chars: int = 200_000
     max_columns: int = 60
-    max_concurrent_uploads: int = 4  # per API process; more wait their turn
+    max_concurrent_uploads: int = 4  # parsed at once per API process; more wait their turn
+    # An upload's body must arrive in full within this many seconds, and at this many bytes
+    # per second on average from 5 s on (api.bodies); else 408. Request heads: see below.
+    upload_timeout: float = Field(default=300.0, gt=0)
+    upload_min_rate: float = Field(default=16 * 1024, ge=0)
+    # A request head (request line and headers) must be complete within this many seconds.
+    request_head_timeout: float = Field(default=10.0, gt=0)
 
     # --- fetching ------------------------------------------------------------
     fetch_connect_timeout: float = 5.0

@@ -78,6 +78,7 @@ _MEANINGS = {
     400: "Malformed request: bad parameters, multipart body or CSV syntax.",
     401: "Missing or invalid API key (only when API keys are configured).",
     404: "No such resource, or it belongs to another API key.",
+    408: "The upload body did not arrive in full in time, or arrived too slowly.",
     409: "The request is not in a state that allows this (yet): see the error code.",
     413: "The upload or the CSV exceeds a size or row limit.",
     415: "Not a CSV: unsupported content type, binary data or an archive.",

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
+from imgbatch.api.bodies import BodyLimits, receive_body
 from imgbatch.api.ratelimit import limit_uploads
 from imgbatch.api.responses import UPLOAD_BODY, UploadAccepted, error_responses
 from imgbatch.api.security import require_owner
@@ -43,58 +44,60 @@ def _ctx(request: Request) -> Context:
     return ctx
 
 
-async def _read_capped(request: Request, cap: int) -> bytes:
-    """Read the body while counting: past `cap` the upload is cut off with 413."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > cap:
-        raise ApiError(413, "too_large", f"the upload is larger than {cap} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > cap:
-            raise ApiError(413, "too_large", f"the upload is larger than {cap} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def _csv_and_fields(request: Request, max_csv: int) -> tuple[bytes, dict[str, str]]:
-    """The CSV and the upload's options; every form field and query parameter is accounted for."""
-    received = [("query parameter", k, v) for k, v in request.query_params.multi_items()]
+def _upload_kind(request: Request) -> str:
+    """ "multipart" or "csv" from the content type; 415 before any of the body is read."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
-        body = await _read_capped(request, max_csv + MULTIPART_OVERHEAD)
-        request._body = body  # let Starlette's form parser read the buffered body
-        try:
-            form = await request.form(
-                max_files=MAX_FORM_PARTS,
-                max_fields=MAX_FORM_PARTS,
-                max_part_size=MULTIPART_OVERHEAD,
-            )
-        except MultiPartException as exc:  # Starlette's messages are written for clients
-            raise ApiError(
-                400, "bad_multipart", f"the multipart body could not be parsed: {exc.message}"
-            ) from None
-        except Exception as exc:  # anything else: its text stays in the log
-            log.info("unparseable multipart upload: %s: %s", type(exc).__name__, exc)
-            raise ApiError(400, "bad_multipart", "the multipart body could not be parsed") from None
-        files = [(name, v) for name, v in form.multi_items() if isinstance(v, UploadFile)]
-        texts = [(name, v) for name, v in form.multi_items() if isinstance(v, str)]
-        upload = _the_file(files, texts)
-        data = await upload.read()
-        if len(data) > max_csv:
-            raise ApiError(413, "too_large", f"the CSV is larger than {max_csv} bytes")
-        received = [*(("form field", k, v) for k, v in texts), *received]
-        return data, upload_options(received)
+        return "multipart"
     if content_type in CSV_TYPES:
-        data = await _read_capped(request, max_csv)
-        return data, upload_options(received)
+        return "csv"
     raise ApiError(
         415,
         "unsupported_media_type",
         "send multipart/form-data with the CSV as a file part (e.g. field 'file'), "
         "or a text/csv body",
     )
+
+
+def _body_limits(ctx: Context, kind: str) -> BodyLimits:
+    settings = ctx.settings
+    extra = MULTIPART_OVERHEAD if kind == "multipart" else 0
+    return BodyLimits(
+        cap=settings.max_csv_bytes + extra,
+        timeout=settings.upload_timeout,
+        min_rate=settings.upload_min_rate,
+    )
+
+
+async def _csv_and_fields(
+    request: Request, kind: str, body: bytes, max_csv: int
+) -> tuple[bytes, dict[str, str]]:
+    """The CSV and the upload's options; every form field and query parameter is accounted for."""
+    received = [("query parameter", k, v) for k, v in request.query_params.multi_items()]
+    if kind == "csv":
+        return body, upload_options(received)
+    request._body = body  # let Starlette's form parser read the received body
+    try:
+        form = await request.form(
+            max_files=MAX_FORM_PARTS,
+            max_fields=MAX_FORM_PARTS,
+            max_part_size=MULTIPART_OVERHEAD,
+        )
+    except MultiPartException as exc:  # Starlette's messages are written for clients
+        raise ApiError(
+            400, "bad_multipart", f"the multipart body could not be parsed: {exc.message}"
+        ) from None
+    except Exception as exc:  # anything else: its text stays in the log
+        log.info("unparseable multipart upload: %s: %s", type(exc).__name__, exc)
+        raise ApiError(400, "bad_multipart", "the multipart body could not be parsed") from None
+    files = [(name, v) for name, v in form.multi_items() if isinstance(v, UploadFile)]
+    texts = [(name, v) for name, v in form.multi_items() if isinstance(v, str)]
+    upload = _the_file(files, texts)
+    data = await upload.read()
+    if len(data) > max_csv:
+        raise ApiError(413, "too_large", f"the CSV is larger than {max_csv} bytes")
+    received = [*(("form field", k, v) for k, v in texts), *received]
+    return data, upload_options(received)
 
 
 def _the_file(files: list[tuple[str, UploadFile]], texts: list[tuple[str, str]]) -> UploadFile:
@@ -127,7 +130,7 @@ def _the_file(files: list[tuple[str, UploadFile]], texts: list[tuple[str, str]])
     tags=["requests"],
     dependencies=[Depends(limit_uploads)],
     response_model=UploadAccepted,
-    responses=error_responses(400, 401, 413, 415, 422, 429, 503),
+    responses=error_responses(400, 401, 408, 413, 415, 422, 429, 503),
     openapi_extra=UPLOAD_BODY,
 )
 async def upload(request: Request, owner: Owner) -> JSONResponse:
@@ -139,28 +142,39 @@ async def upload(request: Request, owner: Owner) -> JSONResponse:
     (`400 unknown_field`), never ignored.
     """
     ctx = _ctx(request)
-    # Uploads take their turn: each may hold a few copies of a 20 MiB body while it is
-    # parsed, so their number (not only their size) bounds the process's memory.
-    async with request.app.state.upload_slots:
-        data, fields = await _csv_and_fields(request, ctx.settings.max_csv_bytes)
-        quality = parse_quality(fields.get("quality"), ctx.settings.default_quality)
-        output_format = parse_format(fields.get("format"))
-        max_width = parse_side("max_width", fields.get("max_width"), ctx.settings.default_max_width)
-        max_height = parse_side(
-            "max_height", fields.get("max_height"), ctx.settings.default_max_height
-        )
-        webhook_url = await run_in_threadpool(validate_webhook_url, ctx, fields.get("webhook_url"))
-        accepted = await run_in_threadpool(
-            accept_upload,
-            ctx,
-            data,
-            quality=quality,
-            output_format=output_format,
-            webhook_url=webhook_url,
-            owner=owner,
-            max_width=max_width,
-            max_height=max_height,
-        )
+    kind = _upload_kind(request)
+    # The body arrives first, outside any slot, within a deadline and a minimum rate
+    # (`bodies`): a client that sends slowly or stops holds its connection, not a slot.
+    spool = await receive_body(request, _body_limits(ctx, kind))
+    # Uploads take their turn to parse: each may hold a few copies of a 20 MiB body
+    # while it is parsed, so their number (not only their size) bounds memory.
+    with spool:
+        async with request.app.state.upload_slots:
+            body = spool.read()
+            spool.close()  # a body on disk: its file goes now
+            data, fields = await _csv_and_fields(request, kind, body, ctx.settings.max_csv_bytes)
+            quality = parse_quality(fields.get("quality"), ctx.settings.default_quality)
+            output_format = parse_format(fields.get("format"))
+            max_width = parse_side(
+                "max_width", fields.get("max_width"), ctx.settings.default_max_width
+            )
+            max_height = parse_side(
+                "max_height", fields.get("max_height"), ctx.settings.default_max_height
+            )
+            webhook_url = await run_in_threadpool(
+                validate_webhook_url, ctx, fields.get("webhook_url")
+            )
+            accepted = await run_in_threadpool(
+                accept_upload,
+                ctx,
+                data,
+                quality=quality,
+                output_format=output_format,
+                webhook_url=webhook_url,
+                owner=owner,
+                max_width=max_width,
+                max_height=max_height,
+            )
     return JSONResponse(
         {
             "request_id": accepted.request_id,

@@ -18,6 +18,8 @@ from .app import app
 # uvicorn's httptools parser has no limit on the request head (10 MB of headers
 # were accepted); h11 refuses a head that grows past this while it is incomplete.
 MAX_REQUEST_HEAD = 64 * 1024
+# A body no route reads is cut off this long after an upload would have been (408).
+BODY_BACKSTOP_MARGIN = 10.0
 
 
 def _settings(**overrides: object) -> Settings:
@@ -112,7 +114,7 @@ def serve(
     """Run the HTTP API, and on the embedded default also the workers and the recovery sweep."""
     import uvicorn
 
-    from imgbatch.api import create_app
+    from imgbatch.api import create_app, protocol_with_deadlines
 
     settings = _settings(host=host, port=port)
     _prepare(settings)
@@ -132,7 +134,10 @@ def serve(
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=10,
-            http="h11",
+            # h11 with deadlines on request heads and bodies (api.protocol)
+            http=protocol_with_deadlines(
+                settings.request_head_timeout, settings.upload_timeout + BODY_BACKSTOP_MARGIN
+            ),
             h11_max_incomplete_event_size=MAX_REQUEST_HEAD,
         )
     finally:
