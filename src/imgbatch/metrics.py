@@ -43,6 +43,7 @@ __all__ = [
     "CONTENT_TYPE_LATEST",
     "backend_fault",
     "image_processed",
+    "images_repeated",
     "render",
     "request_finished",
     "setup_multiprocess",
@@ -84,6 +85,14 @@ IMAGES_GIVEN_BACK = Counter(
     "Images released to pending after a backend's fault, to be retried (not failed).",
     ["backend"],
 )
+# Labelled, as every counter here: a metric without labels creates its value at import,
+# before `setup_multiprocess` chose the multiprocess value class, and would count nothing.
+IMAGES_REPEATED = Counter(
+    "imgbatch_images_repeated_url",
+    "Positions that repeat a URL of their request: settled by its one download, not fetched "
+    "(by that download's outcome).",
+    ["outcome"],
+)
 
 # A delivery's status after an attempt → the `result` label.
 _WEBHOOK_RESULTS = {"delivered": "delivered", "pending": "retry", "failed": "failed"}
@@ -93,6 +102,12 @@ def image_processed(outcome: str, reason: str | None, seconds: float) -> None:
     """Count one processed image and observe its processing time."""
     IMAGES_PROCESSED.labels(outcome, reason or "none").inc()
     PROCESSING_SECONDS.labels(outcome).observe(seconds)
+
+
+def images_repeated(outcome: str, count: int) -> None:
+    """Count positions settled by another position's download of the same URL."""
+    if count:
+        IMAGES_REPEATED.labels(outcome).inc(count)
 
 
 def backend_fault(backend: str, images_given_back: int = 0) -> None:

@@ -21,6 +21,8 @@ from .addresses import (
     is_forbidden_address,
     metadata_service,
     parse_host_ip,
+    parse_target,
+    url_key,
 )
 from .client import Fetcher, FetchLimits, check_webhook_url
 
@@ -37,4 +39,6 @@ __all__ = [
     "is_forbidden_address",
     "metadata_service",
     "parse_host_ip",
+    "parse_target",
+    "url_key",
 ]

@@ -378,6 +378,12 @@ class ParsedTarget:
     def url(self) -> str:
         return f"{self.scheme}://{self.authority}{self.path}"
 
+    @property
+    def origin(self) -> str:
+        """`scheme://host:port`: the image host that per-host limits and cool-downs count."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 # RFC 3986 reserved + unreserved characters and `%`: kept as they are; the rest
@@ -429,12 +435,11 @@ def _normalize_host(raw: str) -> tuple[str, bool]:
         raise _bad_url("invalid host name in URL") from None
 
 
-def check_url(url: str, policy: AddressPolicy) -> ParsedTarget:
-    """Parse an http(s) URL strictly; raise ImageFailure if it may not be fetched.
+def parse_target(url: str) -> ParsedTarget:
+    """Parse an http(s) URL strictly into what a connection needs; no policy applied.
 
-    `bad_url`: not http(s), no host, credentials, malformed host or port.
-    `blocked_address`: a port outside `policy.allowed_ports`. The host's
-    addresses are checked later, by `check_address`, once resolved.
+    Raises ImageFailure `bad_url`: not http(s), no host, credentials, malformed
+    host or port. The fragment is dropped (it is never sent).
     """
     url = url.strip()
     if _CONTROL_CHARS.search(url):
@@ -458,16 +463,41 @@ def check_url(url: str, policy: AddressPolicy) -> ParsedTarget:
         port = int(raw_port)
     else:
         port = 443 if scheme == "https" else 80
-    if not (port in policy.allowed_ports or policy.host_allowed(host)):
-        ip = parse_host_ip(host) if is_ip else None
-        # With allow_private a name may still resolve to an opened address, where any port
-        # is fine: `check_address` decides once the address is known.
-        if not (policy.allow_private and (ip is None or _opened_by_flag(ip))):
-            raise ImageFailure("blocked_address", f"port {port} is not allowed")
     path = quote(parts.path or "/", safe=_PATH_SAFE)
     if parts.query:
         path += "?" + quote(parts.query, safe=_PATH_SAFE)
     return ParsedTarget(scheme=scheme, host=host, port=port, path=path, is_ip=is_ip)
+
+
+def url_key(url: str) -> str:
+    """The URL as it is fetched: two URLs with one key get the same bytes from the same GET.
+
+    Scheme and host in lower case (IDNA), IP literals in canonical form, the
+    default port dropped, path and query percent-encoded as they are sent, the
+    fragment dropped. A URL that cannot be parsed is its own key.
+    """
+    try:
+        return parse_target(url).url
+    except ImageFailure:
+        return url.strip()
+
+
+def check_url(url: str, policy: AddressPolicy) -> ParsedTarget:
+    """Parse an http(s) URL strictly; raise ImageFailure if it may not be fetched.
+
+    `bad_url`: see `parse_target`. `blocked_address`: a port outside
+    `policy.allowed_ports`. The host's addresses are checked later, by
+    `check_address`, once resolved.
+    """
+    target = parse_target(url)
+    host, port = target.host, target.port
+    if not (port in policy.allowed_ports or policy.host_allowed(host)):
+        ip = parse_host_ip(host) if target.is_ip else None
+        # With allow_private a name may still resolve to an opened address, where any port
+        # is fine: `check_address` decides once the address is known.
+        if not (policy.allow_private and (ip is None or _opened_by_flag(ip))):
+            raise ImageFailure("blocked_address", f"port {port} is not allowed")
+    return target
 
 
 def _opened_by_flag(ip: IPAddress) -> bool:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from imgbatch.catalogue import CsvLimits, CsvRejected, parse_products
 from imgbatch.context import Context
 from imgbatch.errors import ApiError, ImageFailure, first_line
-from imgbatch.fetching import check_webhook_url
+from imgbatch.fetching import check_webhook_url, url_key
 from imgbatch.imaging import AUTO, MAX_SIDE, TARGETS
 from imgbatch.ledger import create_request, mark_enqueued
 
@@ -107,6 +107,8 @@ def accept_upload(
         ]
         raise ApiError(rejected.status, rejected.code, rejected.message, details) from None
     request_id = uuid.uuid4().hex
+    # A URL named at several positions is fetched once: the later ones follow the first.
+    keys = [url_key(url) for product in products for url in product.urls]
     image_ids = create_request(
         ctx.db,
         request_id=request_id,
@@ -117,6 +119,7 @@ def accept_upload(
         owner=owner,
         max_width=max_width,
         max_height=max_height,
+        url_keys=keys,
     )
     try:
         ctx.queue.enqueue(image_ids)
@@ -131,9 +134,10 @@ def accept_upload(
             extra={"request_id": request_id},
         )
     log.info(
-        "request accepted: %d products, %d images",
+        "request accepted: %d products, %d images, %d distinct URLs",
         len(products),
+        len(keys),
         len(image_ids),
         extra={"request_id": request_id},
     )
-    return Accepted(request_id, len(products), len(image_ids))
+    return Accepted(request_id, len(products), len(keys))

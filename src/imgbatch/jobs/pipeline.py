@@ -252,6 +252,7 @@ def _record(ctx: Context, outcomes: list[_Outcome]) -> list[str]:
             )
             continue
         metrics.image_processed(outcome.result.status, outcome.result.error_code, outcome.seconds)
+        metrics.images_repeated(outcome.result.status, outcome.claimed.followers)
         statuses.append(outcome.result.status)
         if rec.maybe_last:
             last[outcome.claimed.request_id] = None

@@ -158,6 +158,7 @@ def sweep_once(ctx: Context) -> SweepReport:
             due,
         )
     cancels = finish_cancels(ctx)
+    ledger.settle_followers(db)  # repeated URLs whose source ended outside a worker's record
     finalized = 0
     for request_id in ledger.unfinalized_request_ids(db):
         if finalize(ctx, request_id) is not None:

@@ -53,6 +53,7 @@ from .recovery import (
     requeue_stale_pending,
     see_mark,
     send_mark,
+    settle_followers,
     unenqueued_requests,
 )
 from .removal import (
@@ -127,6 +128,7 @@ __all__ = [
     "retry_request",
     "see_mark",
     "send_mark",
+    "settle_followers",
     "unenqueued_requests",
     "unfinalized_request_ids",
     "upgrade",

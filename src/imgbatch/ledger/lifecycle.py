@@ -174,11 +174,12 @@ def retry_request(db: Database, request_id: str, codes: Sequence[str] | None) ->
                     fault_since=None,
                     fault_kind=None,
                 )
-                .returning(_images.c.id)
-            ).scalars()
-            image_ids = sorted(ids)
-            if not image_ids:
+                .returning(_images.c.id, _images.c.source_image_id)
+            ).all()
+            if not ids:
                 raise _NothingToRetry  # rolls the request's change back too
     except _NothingToRetry:
         return RetryOutcome("nothing_to_retry")
-    return RetryOutcome("retried", image_ids)
+    # A repeated URL's later positions are settled by their source (its record, or the
+    # sweeper when the source stayed done), never enqueued.
+    return RetryOutcome("retried", sorted(row.id for row in ids if row.source_image_id is None))

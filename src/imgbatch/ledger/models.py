@@ -143,6 +143,11 @@ class Image(Base):
     retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     fault_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     fault_kind: Mapped[str | None] = mapped_column(String(16))
+    # A request's repeated URL is fetched once: a later position naming it follows the first
+    # (`source_image_id`), is never claimed, and takes the source's result when it is
+    # recorded; the source counts its `followers`.
+    source_image_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    followers: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     __table_args__ = (
         UniqueConstraint("product_id", "position"),

@@ -72,6 +72,8 @@ class ClaimedImage:
     # The image's streak of backend faults, if an earlier claim was given back.
     fault_kind: str | None = None
     fault_since: datetime | None = None
+    # Later positions of the request naming the same URL: they take this image's result.
+    followers: int = 0
 
 
 def create_request(
@@ -85,11 +87,15 @@ def create_request(
     owner: str | None,
     max_width: int | None = None,
     max_height: int | None = None,
+    url_keys: Sequence[str] | None = None,
 ) -> list[int]:
-    """Write a request with its products and images in one transaction; return image ids.
+    """Write a request with its products and images in one transaction; return the ids to process.
 
     `quality` is 1..100 or "auto" (stored as `auto_quality`, with `AUTO_FALLBACK` in
     `quality` so that a worker that predates auto still compresses sensibly).
+    `url_keys`, one per image in order (`fetching.url_key`), turn on the dedupe: a later
+    position whose key an earlier one has follows it (`source_image_id`) and is left out of
+    the returned ids, to be settled by its source's result instead of fetched again.
     """
     now = utcnow()
     auto = quality == AUTO
@@ -161,7 +167,38 @@ def create_request(
                 .order_by(Image.product_id, Image.position)
             ).scalars()
         )
+        if url_keys is not None:
+            image_ids = _link_duplicates(session, image_ids, url_keys)
     return image_ids
+
+
+def _link_duplicates(session: Session, image_ids: list[int], url_keys: Sequence[str]) -> list[int]:
+    """Point each repeated URL's later positions at its first one; return the first ones."""
+    if len(url_keys) != len(image_ids):
+        raise ValueError(f"{len(url_keys)} URL keys for {len(image_ids)} images")
+    first: dict[str, int] = {}
+    followers: dict[int, int] = {}
+    links: list[dict[str, int]] = []
+    for image_id, key in zip(image_ids, url_keys, strict=True):
+        source = first.setdefault(key, image_id)
+        if source != image_id:
+            links.append({"image_id": image_id, "source": source})
+            followers[source] = followers.get(source, 0) + 1
+    if not links:
+        return image_ids
+    session.execute(
+        update(_images)
+        .where(_images.c.id == bindparam("image_id"))
+        .values(source_image_id=bindparam("source")),
+        links,
+    )
+    session.execute(
+        update(_images)
+        .where(_images.c.id == bindparam("image_id"))
+        .values(followers=bindparam("count")),
+        [{"image_id": i, "count": n} for i, n in followers.items()],
+    )
+    return list(first.values())
 
 
 # The worker's statements are built once: a worker runs them for every job, and
@@ -180,6 +217,8 @@ _CLAIMABLE = and_(
     _images.c.attempts < bindparam("max_attempts"),
     # released by a backend's fault: not before its delay ran out
     or_(_images.c.retry_at.is_(None), _images.c.retry_at <= _now),
+    # a repeated URL's later position is never fetched: its source's result settles it
+    _images.c.source_image_id.is_(None),
 )
 _CLAIM = (
     update(_images)
@@ -211,6 +250,7 @@ _CLAIM = (
         _images.c.product_id,
         _images.c.fault_kind,
         _images.c.fault_since,
+        _images.c.followers,
     )
 )
 _CLAIM_CONTEXT = (
@@ -248,6 +288,20 @@ _RESULT_FIELDS = tuple(f.name for f in fields(ImageResult))
 _RECORD = (
     update(_images)
     .where(_OUR_CLAIM)
+    .values(
+        lease_until=None,
+        finished_at=_now,
+        **{name: bindparam(f"v_{name}") for name in _RESULT_FIELDS},
+    )
+)
+# The same result for the positions that repeat a recorded image's URL (still unfinished:
+# a cancelled one stays cancelled).
+_SETTLE_FOLLOWERS = (
+    update(_images)
+    .where(
+        _images.c.source_image_id == bindparam("image_id"),
+        _images.c.status.in_(st.UNFINISHED),
+    )
     .values(
         lease_until=None,
         finished_at=_now,
@@ -317,6 +371,7 @@ def claim_images(
             max_height=contexts[row.product_id].max_height,
             fault_kind=row.fault_kind,
             fault_since=row.fault_since,
+            followers=row.followers or 0,
         )
         for row in sorted(rows, key=lambda r: order[r.id])
     ]
@@ -378,6 +433,11 @@ def record_results(
             rows = conn.execute(_RECORDED, {"image_ids": [c.id for c, _ in results]})
             mine = {(row.id, row.attempts) for row in rows if row.finished_at == now}
             ours = [(claimed.id, claimed.attempt) in mine for claimed, _ in results]
+        # In the same transaction: a request is never seen finished with a follower pending.
+        sources = {c.id for (c, _), mine in zip(results, ours, strict=True) if mine and c.followers}
+        settle = [p for p in params if p["image_id"] in sources]
+        if settle:
+            conn.execute(_SETTLE_FOLLOWERS, settle)
     touched = {c.request_id for (c, _), mine in zip(results, ours, strict=True) if mine}
     finished = set()
     if touched:

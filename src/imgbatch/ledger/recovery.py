@@ -28,7 +28,7 @@ from imgbatch.ledger import statuses as st
 from .clock import utcnow
 from .engine import Database
 from .models import Image, QueueMark, Request
-from .operations import ClaimedImage
+from .operations import _RESULT_FIELDS, ClaimedImage
 from .transient import retry_deadlocks
 
 _images = cast(Table, Image.__table__)
@@ -110,7 +110,12 @@ def _batches(
 
 
 def _due(now: datetime) -> ColumnElement[bool]:
-    return or_(_images.c.retry_at.is_(None), _images.c.retry_at <= now)
+    """Claimable at `now`: no backend's delay pending, and not a repeated URL's follower
+    (a follower is settled by its source's result, never enqueued)."""
+    return and_(
+        or_(_images.c.retry_at.is_(None), _images.c.retry_at <= now),
+        _images.c.source_image_id.is_(None),
+    )
 
 
 def fail_exhausted_leases(db: Database, max_attempts: int, batch: int = SWEEP_BATCH) -> int:
@@ -267,3 +272,35 @@ def see_mark(db: Database, token: int) -> bool:
                 .values(seen_at=utcnow())
             ).rowcount
         )
+
+
+# --- repeated URLs ----------------------------------------------------------------------------
+
+
+def settle_followers(db: Database, batch: int = SWEEP_BATCH) -> list[str]:
+    """Give unfinished followers their source's final result; returns the requests touched.
+
+    A source's result reaches its followers in the transaction that records it; this
+    catches the rest: a source failed by the sweeper (out of attempts), or followers a
+    retry put back to pending while their source stayed done.
+    """
+    source = _images.alias("source")
+    copied = (*_RESULT_FIELDS, "finished_at")
+    with db.connection() as conn:
+        rows = conn.execute(
+            select(_images.c.id, _images.c.request_id, *(source.c[name] for name in copied))
+            .join(source, source.c.id == _images.c.source_image_id)
+            .where(
+                _images.c.source_image_id.is_not(None),
+                _images.c.status.in_(st.UNFINISHED),
+                source.c.status.not_in(st.UNFINISHED),
+            )
+            .limit(batch)
+        ).all()
+        for row in rows:
+            conn.execute(
+                update(_images)
+                .where(_images.c.id == row.id, _images.c.status.in_(st.UNFINISHED))
+                .values(lease_until=None, **{name: getattr(row, name) for name in copied})
+            )
+    return sorted({row.request_id for row in rows})
