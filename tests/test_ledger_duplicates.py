@@ -168,7 +168,7 @@ def test_the_sweeper_settles_followers_of_a_source_failed_outside_a_record(db: D
 
 def test_followers_are_never_requeued_by_the_sweeper(db: Database) -> None:
     add(db, [[A, A]])
-    source, follower = images(db)
+    source, _follower = images(db)
     lost = [i for ids in ledger.requeue_lost(db, ledger.utcnow(), 100) for i in ids]
     assert lost == [source.id]
     assert [i for ids in ledger.requeue_request(db, "r1") for i in ids] == [source.id]
@@ -176,7 +176,7 @@ def test_followers_are_never_requeued_by_the_sweeper(db: Database) -> None:
 
 def test_a_retry_enqueues_sources_only_and_followers_are_settled_again(db: Database) -> None:
     add(db, [[A, A]])
-    source, follower = images(db)
+    source, _follower = images(db)
     (claimed,) = ledger.claim_images(db, [source.id], 60)
     ledger.record_results(db, [(claimed, ledger.ImageResult.failed("upstream", "HTTP 500"))])
     assert ledger.finalize_request(db, "r1") == st.FAILED
