@@ -1,7 +1,7 @@
 """duplicate URLs: a request's repeated URL is fetched once, its other positions follow it
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-02
 
 - images.source_image_id: set on a later position whose URL (normalised) an earlier
@@ -19,8 +19,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
