@@ -297,6 +297,13 @@ def test_cancel_with_confirmation(
     wait_status(page, "cancelled")
     doc = svc.status(request_id)
     assert doc["status"] == "cancelled" and doc["progress"]["succeeded"] < 24
+    cancelled = doc["progress"]["cancelled"]
+    assert cancelled > 0
+    expect(page.locator(".stat").nth(2)).to_contain_text(f"{cancelled} cancelled")
+    expect(page.locator("#retry")).to_have_text("Retry failed and cancelled images")
+    shown = page.locator("figure.cancelled")
+    expect(shown.first).to_contain_text("Not processed: the request was cancelled.")
+    screenshot(page, "cancelled-request.png")
 
 
 def test_downloads_arrive(
@@ -352,6 +359,7 @@ def test_phone_width_keyboard_and_labels(
     page.wait_for_url("**/compare/1/1")
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 0
+    screenshot(page, "compare-phone.png")
 
 
 # --- API keys -----------------------------------------------------------------------------------

@@ -44,6 +44,9 @@ function imageCard(requestId, productNumber, image, index) {
       h("span", { class: "reason" }, reasonWords(error.code)),
       h("span", { class: "small" }, `${error.message || ""} (${error.code || "error"})`),
       h("span", { class: "url" }, image.input_url));
+  } else if (image.status === "cancelled") {
+    thumb.appendChild(h("span", { class: "placeholder" }, "Cancelled"));
+    caption.append(h("span", { class: "muted" }, reasonWords("cancelled")), h("span", { class: "url" }, image.input_url));
   } else {
     thumb.appendChild(h("span", { class: "placeholder" }, statusWord(image.status), "…"));
     caption.append(h("span", { class: "url" }, image.input_url));
