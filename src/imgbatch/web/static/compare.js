@@ -2,7 +2,7 @@
 // page (whose policy allows that one origin), beside the stored output at the same scale.
 
 import { api, errorView, setupKeyBar } from "./api.js";
-import { $, bytes, h, percent, reasonWords, savedPercent } from "./dom.js";
+import { $, bytes, h, httpUrl, percent, reasonWords, savedPercent } from "./dom.js";
 
 const match = window.location.pathname.match(/^\/requests\/([^/]+)\/compare\/(\d+)\/(\d+)\/?$/);
 
@@ -44,7 +44,7 @@ async function load() {
   document.title = `${product.product_name}, image ${imageNumber} · imgbatch`;
   const saved = savedPercent(image.bytes_in, image.bytes_out);
   const after = image.status === "done"
-    ? side("After", image.output_url, "Compressed image", `${bytes(image.bytes_out)} · ${image.width} × ${image.height} · ${String(image.format).toUpperCase()}${image.quality ? ` q${image.quality}` : ""}`, "after")
+    ? side("After", httpUrl(image.output_url), "Compressed image", `${bytes(image.bytes_out)} · ${image.width} × ${image.height} · ${String(image.format).toUpperCase()}${image.quality ? ` q${image.quality}` : ""}`, "after")
     : side("After", null, "", image.status === "failed" ? reasonWords(image.error?.code) : "Not compressed yet.", "after");
   view.replaceChildren(
     h("p", {}, h("a", { href: back }, "← Back to the request")),
@@ -52,10 +52,10 @@ async function load() {
       h("h1", { id: "compare-title" }, `#${product.serial_number} ${product.product_name} · image ${imageNumber}`),
       saved !== null ? h("p", { class: "stat" }, h("span", { class: "big good" }, `−${percent(saved)}`), ` ${bytes(image.bytes_in)} → ${bytes(image.bytes_out)}`) : null,
       h("div", { class: "compare" },
-        side("Before", image.input_url, "Original image, from its own address", image.bytes_in ? bytes(image.bytes_in) : "", "before"),
+        side("Before", httpUrl(image.input_url), "Original image, from its own address", image.bytes_in ? bytes(image.bytes_in) : "", "before"),
         after),
       h("p", { class: "small muted" }, "Both are shown at the same displayed size. The original is loaded by your browser from ",
-        h("a", { href: image.input_url, rel: "noreferrer" }, image.input_url), ".")));
+        h("a", { href: httpUrl(image.input_url), rel: "noreferrer" }, image.input_url), ".")));
 }
 
 setupKeyBar(load);

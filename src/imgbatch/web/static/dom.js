@@ -92,3 +92,13 @@ const REASONS = {
 };
 
 export const reasonWords = (code) => REASONS[code] || "The image could not be processed.";
+
+/** An http(s) URL, or null: nothing else becomes a link or an image source. */
+export function httpUrl(value) {
+  try {
+    const url = new URL(value, window.location.href);
+    return url.protocol === "http:" || url.protocol === "https:" ? url.href : null;
+  } catch {
+    return null;
+  }
+}

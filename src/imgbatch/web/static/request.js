@@ -2,7 +2,7 @@
 // page by page with a thumbnail of every output image.
 
 import { api, downloadLink, errorView } from "./api.js";
-import { badge, bytes, count, h, isFinal, percent, reasonWords, savedPercent, statusWord, when } from "./dom.js";
+import { badge, bytes, count, h, httpUrl, isFinal, percent, reasonWords, savedPercent, statusWord, when } from "./dom.js";
 import { confirmDialog } from "./dialog.js";
 import { features, offers } from "./features.js";
 
@@ -27,8 +27,8 @@ function imageCard(requestId, productNumber, image, index) {
   const label = `Image ${index + 1}`;
   const thumb = h("div", { class: "thumb" });
   const caption = h("figcaption", {});
-  if (image.status === "done" && image.output_url) {
-    thumb.appendChild(h("img", { src: image.output_url, loading: "lazy", decoding: "async", alt: `${label}, compressed` }));
+  if (image.status === "done" && httpUrl(image.output_url)) {
+    thumb.appendChild(h("img", { src: httpUrl(image.output_url), loading: "lazy", decoding: "async", alt: `${label}, compressed` }));
     const saved = savedPercent(image.bytes_in, image.bytes_out);
     const kind = [image.format ? image.format.toUpperCase() : null, image.quality ? `q${image.quality}` : null].filter(Boolean).join(" ");
     caption.append(
