@@ -3,6 +3,7 @@ retry, delete — each a call to a running service's public API (`--server`, `--
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -360,6 +361,7 @@ def delete(
     client = _client(server, api_key)
     if (
         not yes
+        and sys.stdin.isatty()
         and err.is_terminal
         and not typer.confirm(f"Delete request {request_id} and its images?")
     ):
