@@ -305,7 +305,7 @@ def test_wait_on_a_terminal_draws_a_live_bar(
     assert "images: 6 done, 0 failed" in stdout
 
 
-# --- lifecycle: download, cancel, retry ------------------------------------------------------------
+# --- lifecycle: download, cancel, retry, delete ------------------------------------------------------------
 
 
 def test_download_saves_each_file_the_api_serves(
@@ -358,6 +358,46 @@ def test_cancel_then_retry(svc: Service, images: ImageServer, tmp_path: Path) ->
     assert "images: 20 done, 0 failed" in retried.out
     nothing = imgbatch("retry", request_id, server=svc.url)
     assert nothing.code == 1 and "(nothing_to_retry, HTTP 409)" in nothing.err
+
+
+def test_delete_refuses_a_running_request_then_removes_a_finished_one(
+    svc: Service, images: ImageServer, tmp_path: Path
+) -> None:
+    slow = [(f"Slow {n}", [images.url(f"slow?seconds=1&file=p0.jpg&d={n}")]) for n in range(6)]
+    request_id = request_id_of(imgbatch("submit", str(csv_file(tmp_path, slow)), server=svc.url))
+    running = imgbatch("delete", request_id, server=svc.url)
+    assert running.code == 1 and "(not_finished, HTTP 409)" in running.err
+    assert imgbatch("cancel", request_id, server=svc.url).code == 0
+    svc.wait_final(request_id)
+    # On a terminal it asks first, and "no" keeps the request.
+    controller, terminal = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMGBATCH_")}
+    env["IMGBATCH_SERVER"] = svc.url
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imgbatch", "delete", request_id],
+        stdin=terminal,
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+        env=env,
+    )
+    os.close(terminal)
+    prompt = b""
+    deadline = time.monotonic() + 30
+    while b"[y/N]" not in prompt and time.monotonic() < deadline:
+        if select.select([controller], [], [], 0.5)[0]:
+            prompt += os.read(controller, 1024)
+    assert b"Delete request" in prompt
+    os.write(controller, b"n\n")
+    assert proc.wait(30) == 1
+    os.close(controller)
+    assert svc.status(request_id)["status"] == "cancelled"
+    # --yes (or no terminal) deletes; afterwards the request is gone everywhere.
+    run = imgbatch("delete", request_id, "--yes", server=svc.url)
+    assert run.code == 0 and run.out == f"deleted {request_id}\n"
+    gone = imgbatch("status", request_id, server=svc.url)
+    assert gone.code == 1 and gone.err == "imgbatch: no such request (not_found, HTTP 404)\n"
+    again = imgbatch("delete", request_id, "--yes", server=svc.url)
+    assert again.code == 1 and "(not_found, HTTP 404)" in again.err
 
 
 # --- API keys -------------------------------------------------------------------------------------

@@ -262,7 +262,7 @@ def test_before_after_fetches_the_input_only_in_its_own_view(
     wait_status(page, "completed")
 
 
-# --- retry, cancel, downloads ------------------------------------------------------------------
+# --- retry, cancel, delete, downloads ------------------------------------------------------------------
 
 
 def test_retry_brings_a_failed_image_back(
@@ -304,6 +304,22 @@ def test_cancel_with_confirmation(
     shown = page.locator("figure.cancelled")
     expect(shown.first).to_contain_text("Not processed: the request was cancelled.")
     screenshot(page, "cancelled-request.png")
+
+
+def test_delete_with_confirmation(
+    page: Page, watch: ConsoleWatch, svc: Service, images: ImageServer, tmp_path: Path
+) -> None:
+    request_id = upload(page, svc, write_csv(tmp_path, [("Mug", [images.url("p0.jpg")])]))
+    wait_status(page, "completed")
+    page.click("#delete")
+    page.click("#confirm-no")
+    expect(page.locator("#confirm")).to_have_count(0)
+    assert http("GET", f"{svc.url}/api/status/{request_id}")[0] == 200
+    page.click("#delete")
+    page.click("#confirm-yes")
+    page.wait_for_url(svc.url + "/")
+    expect(page.locator("#flash")).to_contain_text("was deleted")
+    assert http("GET", f"{svc.url}/api/status/{request_id}")[0] == 404
 
 
 def test_downloads_arrive(

@@ -363,7 +363,7 @@ def delete(
         not yes
         and sys.stdin.isatty()
         and err.is_terminal
-        and not typer.confirm(f"Delete request {request_id} and its images?")
+        and not typer.confirm(f"Delete request {request_id} and its images?", err=True)
     ):
         raise typer.Exit(1)
     client.call("DELETE", f"/api/requests/{request_id}")
