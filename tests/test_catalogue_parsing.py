@@ -369,6 +369,15 @@ def test_too_many_rows_stops_reading_at_the_cap() -> None:
     assert exc.code == "too_many_rows"
 
 
+def test_too_many_images_counts_every_url_of_the_file() -> None:
+    limits = CsvLimits(max_images=6)
+    two = f'"{A},{A}"'
+    assert len(parse_products(csv_bytes(*(f"{i},Shirt,{two}" for i in range(3))), limits)) == 3
+    exc = rejected(csv_bytes(*(f"{i},Shirt,{two}" for i in range(3)), f"9,Hat,{A}"), limits)
+    assert (exc.status, exc.code) == (413, "too_many_images")
+    assert "more than 6 image URLs" in exc.message and "row 5" in exc.message
+
+
 def test_too_many_rows_with_default_limit_is_quick() -> None:
     data = csv_bytes(*(f"{i},S,{A}" for i in range(50_001))) + b'1,"never closed' + b"x" * 100
     started = time.perf_counter()

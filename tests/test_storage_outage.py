@@ -113,7 +113,9 @@ def test_a_short_storage_outage_fails_no_image(
     for row in images(ctx, ids):
         assert row.status == st.PENDING, row.error_message
         assert row.attempts == 0  # the store's fault is not an attempt of the image
-        assert row.error_code == "storage" and (row.error_message or "").startswith("could not store")
+        assert row.error_code == "storage" and (row.error_message or "").startswith(
+            "could not store"
+        )
         assert row.retry_at is not None and row.retry_at > utcnow()
         assert row.fault_kind == "storage" and row.fault_since is not None
         assert row.enqueued_at is None

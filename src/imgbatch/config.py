@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     max_url_length: int = 2048
     max_cell_chars: int = 200_000
     max_columns: int = 60
+    # Image URLs in one upload (413 too_many_images): what one request may ask of the workers.
+    max_images_per_request: int = Field(default=100_000, ge=1)
     max_concurrent_uploads: int = 4  # parsed at once per API process; more wait their turn
     # An upload's body must arrive in full within this many seconds, and at this many bytes
     # per second on average from 5 s on (api.bodies); else 408. Request heads: see below.

@@ -57,7 +57,10 @@ def _too_late(limits: BodyLimits, received: int, elapsed: float) -> ApiError:
             f"({received} bytes in {elapsed:.0f} s)"
         )
     return ApiError(
-        408, "upload_timeout", f"the upload body was dropped: {why}", headers={"Connection": "close"}
+        408,
+        "upload_timeout",
+        f"the upload body was dropped: {why}",
+        headers={"Connection": "close"},
     )
 
 

@@ -59,6 +59,7 @@ class CsvLimits:
     max_url_length: int = 2048
     max_cell_chars: int = 200_000
     max_columns: int = 60
+    max_images: int = 100_000  # image URLs in the whole file
     max_errors: int = 100
 
 
@@ -229,7 +230,7 @@ def _parse_records(records: Iterable[tuple[int, list[str]]], limits: CsvLimits) 
     issues: list[CsvIssue] = []
     first_row_of: dict[int, int] = {}
     header: Header | None = None
-    count = 0
+    count = images = 0
     for row, cells in records:
         if not any(cell.strip() for cell in cells):
             continue  # blank rows (and `,,` rows from spreadsheets) are skipped
@@ -258,6 +259,14 @@ def _parse_records(records: Iterable[tuple[int, list[str]]], limits: CsvLimits) 
             issues.append(issue)
         if product is not None and not row_issues:
             products.append(product)
+            images += len(product.urls)
+            if images > limits.max_images:
+                raise CsvRejected(
+                    413,
+                    "too_many_images",
+                    f"The file has more than {limits.max_images} image URLs (row {row} is past "
+                    "the limit). Split it into smaller files.",
+                )
     if header is None:
         raise CsvRejected(422, "empty_csv", "The file is empty.")
     if count == 0:

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
-from imgbatch.catalogue import CsvLimits, CsvRejected, parse_products
+from imgbatch.catalogue import CsvLimits, CsvRejected, ProductRow, parse_products
 from imgbatch.context import Context
 from imgbatch.errors import ApiError, ImageFailure, first_line
 from imgbatch.fetching import check_webhook_url, url_key
 from imgbatch.imaging import AUTO, MAX_SIDE, TARGETS
-from imgbatch.ledger import create_request, mark_enqueued
+from imgbatch.ledger import (
+    abandon_request,
+    add_products,
+    begin_request,
+    create_request,
+    mark_enqueued,
+    open_request,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +44,7 @@ def csv_limits(ctx: Context) -> CsvLimits:
         max_url_length=s.max_url_length,
         max_cell_chars=s.max_cell_chars,
         max_columns=s.max_columns,
+        max_images=s.max_images_per_request,
     )
 
 
@@ -86,6 +97,59 @@ def validate_webhook_url(ctx: Context, url: str | None) -> str | None:
     return url
 
 
+# Images per ledger transaction for a large upload (`ledger.intake`): 0.03-0.3 s of
+# SQLite's write lock each (100,000 images in one transaction held it for 3 s).
+INTAKE_CHUNK_IMAGES = 5_000
+# On SQLite, a pause between chunks: a writer waiting for the lock (another upload, a
+# worker's claim) polls every 100 ms at most and would otherwise miss the moment between
+# two chunks, again and again (a small upload waited 1 s without it).
+SQLITE_CHUNK_PAUSE = 0.1
+
+
+def _chunks(products: list[ProductRow], images: int) -> Iterator[tuple[int, list[ProductRow]]]:
+    """(first position, products) with about `images` image URLs each."""
+    start = count = 0
+    for index, product in enumerate(products):
+        count += len(product.urls)
+        if count >= images:
+            yield start, products[start : index + 1]
+            start, count = index + 1, 0
+    if start < len(products):
+        yield start, products[start:]
+
+
+def _write_in_chunks(
+    ctx: Context, request_id: str, products: list[ProductRow], options: dict[str, Any]
+) -> list[int]:
+    """Write a large upload chunk by chunk under an invisible request, then open it at once."""
+    image_count = sum(len(p.urls) for p in products)
+    begin_request(
+        ctx.db,
+        request_id=request_id,
+        product_count=len(products),
+        image_count=image_count,
+        **options,
+    )
+    image_ids: list[int] = []
+    first_of: dict[str, int] = {}  # URL key -> its first image, across the chunks
+    try:
+        pause = SQLITE_CHUNK_PAUSE if ctx.db.url.startswith("sqlite") else 0.0
+        for index, (first, chunk) in enumerate(_chunks(products, INTAKE_CHUNK_IMAGES)):
+            if index and pause:
+                time.sleep(pause)
+            keys = [url_key(url) for product in chunk for url in product.urls]
+            image_ids += add_products(ctx.db, request_id, chunk, first, keys, first_of)
+        if not open_request(ctx.db, request_id):
+            raise LookupError(f"request {request_id} was abandoned while it was written")
+    except BaseException:
+        try:
+            abandon_request(ctx.db, request_id)  # the sweeper's removal deletes its rows
+        except Exception:
+            log.warning("could not abandon a failed intake", extra={"request_id": request_id})
+        raise
+    return image_ids
+
+
 def accept_upload(
     ctx: Context,
     data: bytes,
@@ -107,20 +171,23 @@ def accept_upload(
         ]
         raise ApiError(rejected.status, rejected.code, rejected.message, details) from None
     request_id = uuid.uuid4().hex
+    options: dict[str, Any] = {
+        "quality": quality,
+        "output_format": output_format,
+        "webhook_url": webhook_url,
+        "owner": owner,
+        "max_width": max_width,
+        "max_height": max_height,
+    }
     # A URL named at several positions is fetched once: the later ones follow the first.
-    keys = [url_key(url) for product in products for url in product.urls]
-    image_ids = create_request(
-        ctx.db,
-        request_id=request_id,
-        products=products,
-        quality=quality,
-        output_format=output_format,
-        webhook_url=webhook_url,
-        owner=owner,
-        max_width=max_width,
-        max_height=max_height,
-        url_keys=keys,
-    )
+    images = sum(len(p.urls) for p in products)
+    if images <= INTAKE_CHUNK_IMAGES:
+        keys = [url_key(url) for product in products for url in product.urls]
+        image_ids = create_request(
+            ctx.db, request_id=request_id, products=products, url_keys=keys, **options
+        )
+    else:
+        image_ids = _write_in_chunks(ctx, request_id, products, options)
     try:
         ctx.queue.enqueue(image_ids)
         mark_enqueued(ctx.db, request_id)
@@ -136,8 +203,8 @@ def accept_upload(
     log.info(
         "request accepted: %d products, %d images, %d distinct URLs",
         len(products),
-        len(keys),
+        images,
         len(image_ids),
         extra={"request_id": request_id},
     )
-    return Accepted(request_id, len(products), len(keys))
+    return Accepted(request_id, len(products), images)

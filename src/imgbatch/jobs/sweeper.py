@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 # A request still not marked enqueued this long after its creation lost its enqueue
 # (the API died between its commit and its enqueue); the next sweep enqueues it.
 ENQUEUE_GRACE_SECONDS = 10.0
+# A large upload written in chunks (`ledger.intake`) that wrote nothing for this long
+# lost its API process: it is removed.
+INTAKE_STALLED_SECONDS = 300.0
 # Lost images re-enqueued by one sweep when the workers' pace is not measured yet.
 REQUEUE_FLOOR = 2000
 
@@ -157,6 +160,15 @@ def sweep_once(ctx: Context) -> SweepReport:
             unqueued,
             due,
         )
+    # Large uploads whose API process died while writing them: tombstoned here, their
+    # rows removed by `sweep_deletions` like any deleted request's.
+    quiet = utcnow() - timedelta(seconds=INTAKE_STALLED_SECONDS)
+    for request_id in ledger.stalled_intakes(db, quiet):
+        if ledger.abandon_request(db, request_id):
+            log.warning(
+                "an upload stopped while it was written; removing it",
+                extra={"request_id": request_id},
+            )
     cancels = finish_cancels(ctx)
     ledger.settle_followers(db)  # repeated URLs whose source ended outside a worker's record
     finalized = 0

@@ -1,8 +1,9 @@
 """The truth: requests, products, images and webhook deliveries in SQL.
 
 Holds: `models` (SQLAlchemy tables), `engine` (one engine per process, sessions, Alembic
-`migrations/`), `operations` (the conditional updates every state change goes through:
-create, claim, renew, record, finalize, requeue), `lifecycle` (the changes users start:
+`migrations/`), `intake` (writing an upload: one transaction, or chunks of a request kept invisible
+until complete), `operations` (the conditional updates every state change goes through:
+claim, renew, record, finalize, requeue), `lifecycle` (the changes users start:
 cancel, retry), `removal` (deleting a request: tombstone, batches, retention) and
 `statuses` (pure status rules).
 May import: SQLAlchemy/Alembic, the pure core (`imgbatch.catalogue` for the row type),
@@ -13,6 +14,14 @@ from __future__ import annotations
 
 from .clock import isoformat, utcnow
 from .engine import Database, dispose_engines, upgrade
+from .intake import (
+    abandon_request,
+    add_products,
+    begin_request,
+    create_request,
+    open_request,
+    stalled_intakes,
+)
 from .lifecycle import (
     RetryOutcome,
     cancel_pending_images,
@@ -28,7 +37,6 @@ from .operations import (
     ImageResult,
     Recorded,
     claim_images,
-    create_request,
     finalize_request,
     image_counts,
     image_savings,
@@ -89,7 +97,10 @@ __all__ = [
     "RetryPolicy",
     "WebhookAttempt",
     "WebhookDelivery",
+    "abandon_request",
+    "add_products",
     "backoff_delay",
+    "begin_request",
     "cancel_pending_images",
     "cancelling_request_ids",
     "claim_images",
@@ -114,6 +125,7 @@ __all__ = [
     "last_image_change",
     "mark_deleted",
     "mark_enqueued",
+    "open_request",
     "read_mark",
     "record_results",
     "renew_leases",
@@ -129,6 +141,7 @@ __all__ = [
     "see_mark",
     "send_mark",
     "settle_followers",
+    "stalled_intakes",
     "unenqueued_requests",
     "unfinalized_request_ids",
     "upgrade",

@@ -17,10 +17,9 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import cast
 
-from sqlalchemy import Table, and_, bindparam, case, exists, func, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, case, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from imgbatch.catalogue import ProductRow
 from imgbatch.ledger import statuses as st
 
 from .clock import utcnow
@@ -74,131 +73,6 @@ class ClaimedImage:
     fault_since: datetime | None = None
     # Later positions of the request naming the same URL: they take this image's result.
     followers: int = 0
-
-
-def create_request(
-    db: Database,
-    *,
-    request_id: str,
-    products: Sequence[ProductRow],
-    quality: int | str,
-    output_format: str,
-    webhook_url: str | None,
-    owner: str | None,
-    max_width: int | None = None,
-    max_height: int | None = None,
-    url_keys: Sequence[str] | None = None,
-) -> list[int]:
-    """Write a request with its products and images in one transaction; return the ids to process.
-
-    `quality` is 1..100 or "auto" (stored as `auto_quality`, with `AUTO_FALLBACK` in
-    `quality` so that a worker that predates auto still compresses sensibly).
-    `url_keys`, one per image in order (`fetching.url_key`), turn on the dedupe: a later
-    position whose key an earlier one has follows it (`source_image_id`) and is left out of
-    the returned ids, to be settled by its source's result instead of fetched again.
-    """
-    now = utcnow()
-    auto = quality == AUTO
-    image_total = sum(len(p.urls) for p in products)
-    with db.session() as session:
-        session.add(
-            Request(
-                id=request_id,
-                status=st.PENDING,
-                enqueued=False,  # until the upload's jobs are in the queue
-                owner=owner,
-                quality=AUTO_FALLBACK if auto else int(quality),
-                auto_quality=auto,
-                output_format=output_format,
-                max_width=max_width,
-                max_height=max_height,
-                webhook_url=webhook_url,
-                product_count=len(products),
-                image_count=image_total,
-                created_at=now,
-                updated_at=now,
-            )
-        )
-        session.flush()
-        # Plain executemany (no RETURNING): SQLite would need one statement per row to
-        # return ids in order, so ids are read back with one SELECT per table instead.
-        session.execute(
-            insert(_products),
-            [
-                {
-                    "request_id": request_id,
-                    "position": position,
-                    "row": p.row,
-                    "serial_number": p.serial_number,
-                    "name": p.product_name,
-                }
-                for position, p in enumerate(products)
-            ],
-        )
-        product_ids = (
-            session.execute(
-                select(Product.id)
-                .where(Product.request_id == request_id)
-                .order_by(Product.position)
-            )
-            .scalars()
-            .all()
-        )
-        session.execute(
-            insert(_images),
-            [
-                {
-                    "request_id": request_id,
-                    "product_id": product_id,
-                    "position": position,
-                    "input_url": url,
-                    "status": st.PENDING,
-                    "attempts": 0,
-                    "enqueued_at": now,
-                }
-                for product_id, product in zip(product_ids, products, strict=True)
-                for position, url in enumerate(product.urls)
-            ],
-        )
-        image_ids = list(
-            session.execute(
-                select(Image.id)
-                .where(Image.request_id == request_id)
-                .order_by(Image.product_id, Image.position)
-            ).scalars()
-        )
-        if url_keys is not None:
-            image_ids = _link_duplicates(session, image_ids, url_keys)
-    return image_ids
-
-
-def _link_duplicates(session: Session, image_ids: list[int], url_keys: Sequence[str]) -> list[int]:
-    """Point each repeated URL's later positions at its first one; return the first ones."""
-    if len(url_keys) != len(image_ids):
-        raise ValueError(f"{len(url_keys)} URL keys for {len(image_ids)} images")
-    first: dict[str, int] = {}
-    followers: dict[int, int] = {}
-    links: list[dict[str, int]] = []
-    for image_id, key in zip(image_ids, url_keys, strict=True):
-        source = first.setdefault(key, image_id)
-        if source != image_id:
-            links.append({"image_id": image_id, "source": source})
-            followers[source] = followers.get(source, 0) + 1
-    if not links:
-        return image_ids
-    session.execute(
-        update(_images)
-        .where(_images.c.id == bindparam("image_id"))
-        .values(source_image_id=bindparam("source")),
-        links,
-    )
-    session.execute(
-        update(_images)
-        .where(_images.c.id == bindparam("image_id"))
-        .values(followers=bindparam("count")),
-        [{"image_id": i, "count": n} for i, n in followers.items()],
-    )
-    return list(first.values())
 
 
 # The worker's statements are built once: a worker runs them for every job, and

@@ -188,7 +188,11 @@ def unenqueued_requests(db: Database, created_before: datetime) -> list[str]:
         return list(
             conn.execute(
                 select(_requests.c.id)
-                .where(_requests.c.enqueued.is_(False), _requests.c.created_at < created_before)
+                .where(
+                    _requests.c.enqueued.is_(False),
+                    _requests.c.created_at < created_before,
+                    _requests.c.status != st.RECEIVING,  # its upload is still writing it
+                )
                 .order_by(_requests.c.created_at)
             ).scalars()
         )

@@ -24,6 +24,9 @@ COMPLETED = "completed"
 COMPLETED_WITH_ERRORS = "completed_with_errors"
 FINAL = (COMPLETED, COMPLETED_WITH_ERRORS, FAILED, CANCELLED)
 REQUEST_STATUSES = (PENDING, PROCESSING, *FINAL)
+# A large upload still being written in chunks (`ledger.intake`): invisible to every
+# route and sweep until it becomes `pending` in one step.
+RECEIVING = "receiving"
 
 
 @dataclass(frozen=True)

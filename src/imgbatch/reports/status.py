@@ -30,6 +30,8 @@ def get_request(
         request = session.get(Request, request_id)
     if request is None or (owner is not None and request.owner != owner):
         raise ApiError(404, "not_found", "no such request")
+    if request.status == st.RECEIVING:  # a large upload still being written
+        raise ApiError(404, "not_found", "no such request")
     if request.deleted_at is not None and not deleting:
         raise ApiError(404, "not_found", "no such request")
     return request
