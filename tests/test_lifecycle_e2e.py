@@ -331,3 +331,84 @@ def test_retention_deletes_finished_requests_after_the_period(
         assert stored_keys(retaining, s3, request_id) == []
         assert sum(ledger_rows(retaining, request_id).values()) == 0
         assert all(http("GET", url)[0] == 404 for url in files)
+
+
+# --- history ---------------------------------------------------------------------------
+
+ITEM_FIELDS = {
+    "request_id",
+    "status",
+    "created_at",
+    "completed_at",
+    "filename",
+    "products",
+    "images",
+    "progress",
+    "savings",
+}
+
+
+def history(service: Service, query: str = "") -> tuple[int, dict[str, Any]]:
+    status, _, raw = http("GET", f"{service.url}/api/requests{query}")
+    return status, json.loads(raw)
+
+
+def test_history_pages_newest_first_with_inserts_between_pages(
+    managed: Service, host: ImageServer
+) -> None:
+    with Receiver(secret=SECRET) as hook:
+        first = upload(managed, [host.url("/photo0.jpg"), host.url("/missing.jpg")], hook)
+        second = upload(managed, [host.url("/photo1.jpg")], hook)
+        third = upload(managed, [host.url("/photo2.jpg")], hook)
+        docs = {rid: managed.wait_final(rid) for rid in (first, second, third)}
+
+        status, page = history(managed, "?limit=2")
+        assert status == 200, page
+        assert [item["request_id"] for item in page["requests"]] == [third, second]
+        assert page["next_cursor"]
+        for item in page["requests"]:
+            doc = docs[item["request_id"]]
+            assert set(item) == ITEM_FIELDS
+            assert item["filename"] == "p.csv"  # the multipart file part's name
+            assert (item["status"], item["products"], item["images"]) == ("completed", 1, 1)
+            assert item["progress"] == doc["progress"] and item["savings"] == doc["savings"]
+            assert item["created_at"] == doc["created_at"]
+            assert item["completed_at"] == doc["completed_at"]
+            assert item["savings"]["images"] == 1 and item["savings"]["saved_bytes"] > 0
+
+        # Two uploads between the pages: the next page does not shift.
+        newer = [upload(managed, [host.url("/photo3.jpg")], hook) for _ in range(2)]
+        status, page2 = history(managed, f"?limit=2&cursor={page['next_cursor']}")
+        assert status == 200
+        assert [item["request_id"] for item in page2["requests"]] == [first]
+        assert page2["next_cursor"] is None
+        (item,) = page2["requests"]
+        assert item["status"] == "completed_with_errors" and item["progress"]["failed"] == 1
+        status, top = history(managed, "?limit=2")
+        assert [item["request_id"] for item in top["requests"]] == newer[::-1]
+
+        status, failed = history(managed, "?status=completed_with_errors")
+        assert [item["request_id"] for item in failed["requests"]] == [first]
+        status, _, _ = http(
+            "POST",
+            managed.url + "/api/upload",
+            products_csv([("Raw", [host.url("/photo4.jpg")])]),
+            {"Content-Type": "text/csv"},
+        )
+        assert status == 202
+        status, latest = history(managed, "?limit=1")
+        assert latest["requests"][0]["filename"] is None  # a raw body has no file name
+
+        for query, code in (
+            ("?limit=0", "bad_request"),
+            ("?limit=201", "bad_request"),
+            ("?status=finished", "bad_request"),
+            ("?cursor=not-a-cursor", "bad_request"),
+        ):
+            status, error = history(managed, query)
+            assert (status, error["error"]["code"]) == (400, code), query
+
+        assert http("DELETE", f"{managed.url}/api/requests/{second}")[0] == 204
+        status, everything = history(managed, "?limit=200")
+        listed = [item["request_id"] for item in everything["requests"]]
+        assert second not in listed and {first, third, *newer} <= set(listed)

@@ -305,6 +305,11 @@ def test_a_request_is_invisible_to_other_keys(keyed: Service, alpha_request: str
         assert call("POST", url, headers=bearer(BETA))[0] == 404, action
     url = f"{keyed.url}/api/requests/{alpha_request}/retry"
     assert call("POST", url, headers=bearer(ALPHA))[0] == 409  # still running: not finished
+    # The history lists a key's own requests only.
+    status, _, raw = call("GET", keyed.url + "/api/requests?limit=200", headers=bearer(ALPHA))
+    assert status == 200 and alpha_request in raw.decode()
+    status, _, raw = call("GET", keyed.url + "/api/requests?limit=200", headers=bearer(BETA))
+    assert status == 200 and alpha_request not in raw.decode()
 
 
 def test_files_links_need_no_key(keyed: Service) -> None:

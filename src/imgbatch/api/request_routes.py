@@ -1,4 +1,4 @@
-"""Routes that manage a request after its upload: cancel, retry and delete.
+"""Routes that manage requests after their upload: history, cancel, retry and delete.
 
 Each route checks ownership first (another key's request is a 404), then lets the
 service decide by a conditional update in the ledger, and answers with the request's
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
@@ -23,13 +23,16 @@ from imgbatch.api.ratelimit import limit_uploads
 from imgbatch.api.responses import (
     RETRY_BODY,
     STATUS_DOCUMENT_202,
+    HistoryPage,
+    RequestStatus,
     RetryBody,
     error_responses,
 )
 from imgbatch.api.routes import Owner, _ctx
 from imgbatch.context import Context
 from imgbatch.errors import ApiError
-from imgbatch.reports import get_request, status_document
+from imgbatch.ledger import CURSOR_PATTERN
+from imgbatch.reports import get_request, history_document, status_document
 
 router = APIRouter()
 log = logging.getLogger(__name__)
@@ -41,11 +44,41 @@ def _document(ctx: Context, request_id: str, owner: str | None) -> dict[str, Any
     return status_document(ctx, get_request(ctx, request_id, owner))
 
 
+@router.get(
+    "/api/requests",
+    tags=["requests"],
+    response_model=HistoryPage,
+    responses=error_responses(400, 401, 503),
+)
+async def history(
+    request: Request,
+    owner: Owner,
+    status: Annotated[
+        RequestStatus | None, Query(description="Only requests in this status.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=200, description="Requests per page.")] = 50,
+    cursor: Annotated[
+        str | None,
+        Query(
+            pattern=CURSOR_PATTERN,
+            description="`next_cursor` of the previous page: where the next page starts.",
+        ),
+    ] = None,
+) -> dict[str, Any]:
+    """The caller's requests, newest first, a page at a time (cursor pagination: requests
+    created between two pages never shift the next page). With API keys, a key lists only
+    its own requests."""
+    ctx = _ctx(request)
+    return await run_in_threadpool(
+        history_document, ctx, owner, status=status, limit=limit, cursor=cursor
+    )
+
+
 @router.post(
     "/api/requests/{request_id}/cancel",
     status_code=202,
     tags=["requests"],
-    responses={202: STATUS_DOCUMENT_202, **error_responses(401, 404, 409)},
+    responses={202: STATUS_DOCUMENT_202, **error_responses(401, 404, 409, 503)},
 )
 async def cancel(request: Request, request_id: str, owner: Owner) -> JSONResponse:
     """Cancel a request: images not started yet become `cancelled`, images in flight finish
@@ -66,7 +99,7 @@ async def cancel(request: Request, request_id: str, owner: Owner) -> JSONRespons
     status_code=204,
     tags=["requests"],
     response_class=Response,
-    responses={204: {"description": "Deleted."}, **error_responses(401, 404, 409)},
+    responses={204: {"description": "Deleted."}, **error_responses(401, 404, 409, 503)},
 )
 async def delete(request: Request, request_id: str, owner: Owner) -> Response:
     """Delete a finished request: its stored images first, then its rows (products, images,
@@ -77,13 +110,7 @@ async def delete(request: Request, request_id: str, owner: Owner) -> Response:
     """
     ctx = _ctx(request)
     await run_in_threadpool(get_request, ctx, request_id, owner, deleting=True)
-    try:
-        gone = await run_in_threadpool(jobs.delete, ctx, request_id)
-    except ApiError:
-        raise
-    except Exception:  # the tombstone is written: the rest is finished later
-        log.exception("deletion stopped; it goes on later", extra={"request_id": request_id})
-        gone = False
+    gone = await run_in_threadpool(jobs.delete, ctx, request_id)
     rest = None if gone else BackgroundTask(jobs.purge_quietly, ctx, request_id)
     return Response(status_code=204, background=rest)
 
@@ -94,7 +121,7 @@ async def delete(request: Request, request_id: str, owner: Owner) -> Response:
     status_code=202,
     tags=["requests"],
     dependencies=[Depends(limit_uploads)],
-    responses={202: STATUS_DOCUMENT_202, **error_responses(400, 401, 404, 409, 413, 429)},
+    responses={202: STATUS_DOCUMENT_202, **error_responses(400, 401, 404, 409, 413, 429, 503)},
     openapi_extra=RETRY_BODY,
 )
 async def retry(request: Request, request_id: str, owner: Owner) -> JSONResponse:

@@ -7,7 +7,7 @@ the document honest lets clients generate code from it and lets the fuzz test
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -64,6 +64,51 @@ RETRY_BODY: dict[str, Any] = {
         "content": {"application/json": {"schema": RetryBody.model_json_schema()}},
     }
 }
+
+
+RequestStatus = Literal[
+    "pending", "processing", "completed", "completed_with_errors", "failed", "cancelled"
+]
+
+
+class Progress(BaseModel):
+    total: int
+    succeeded: int
+    failed: int
+    pending: int = Field(description="Images not finished yet (pending or processing).")
+    cancelled: int
+    percent: float = Field(description="Images that reached an end, in percent (one decimal).")
+
+
+class Savings(BaseModel):
+    """Over the request's done images."""
+
+    images: int
+    bytes_in: int
+    bytes_out: int
+    saved_bytes: int
+    saved_percent: float = Field(description="100 x saved / in, one decimal; 0 while none.")
+
+
+class HistoryItem(BaseModel):
+    request_id: str
+    status: RequestStatus
+    created_at: str
+    completed_at: str | None
+    filename: str | None = Field(description="The uploaded file's name (multipart), else null.")
+    products: int
+    images: int
+    progress: Progress
+    savings: Savings
+
+
+class HistoryPage(BaseModel):
+    """The caller's requests, newest first."""
+
+    requests: list[HistoryItem]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next (older) page; null on the last page."
+    )
 
 
 class UploadAccepted(BaseModel):

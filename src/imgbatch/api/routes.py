@@ -71,11 +71,12 @@ def _body_limits(ctx: Context, kind: str) -> BodyLimits:
 
 async def _csv_and_fields(
     request: Request, kind: str, body: bytes, max_csv: int
-) -> tuple[bytes, dict[str, str]]:
-    """The CSV and the upload's options; every form field and query parameter is accounted for."""
+) -> tuple[bytes, dict[str, str], str | None]:
+    """The CSV, the upload's options (every form field and query parameter is accounted
+    for) and the uploaded file's name (multipart only)."""
     received = [("query parameter", k, v) for k, v in request.query_params.multi_items()]
     if kind == "csv":
-        return body, upload_options(received)
+        return body, upload_options(received), None
     request._body = body  # let Starlette's form parser read the received body
     try:
         form = await request.form(
@@ -97,7 +98,7 @@ async def _csv_and_fields(
     if len(data) > max_csv:
         raise ApiError(413, "too_large", f"the CSV is larger than {max_csv} bytes")
     received = [*(("form field", k, v) for k, v in texts), *received]
-    return data, upload_options(received)
+    return data, upload_options(received), upload.filename
 
 
 def _the_file(files: list[tuple[str, UploadFile]], texts: list[tuple[str, str]]) -> UploadFile:
@@ -152,7 +153,9 @@ async def upload(request: Request, owner: Owner) -> JSONResponse:
         async with request.app.state.upload_slots:
             body = spool.read()
             spool.close()  # a body on disk: its file goes now
-            data, fields = await _csv_and_fields(request, kind, body, ctx.settings.max_csv_bytes)
+            data, fields, filename = await _csv_and_fields(
+                request, kind, body, ctx.settings.max_csv_bytes
+            )
             quality = parse_quality(fields.get("quality"), ctx.settings.default_quality)
             output_format = parse_format(fields.get("format"))
             max_width = parse_side(
@@ -174,6 +177,7 @@ async def upload(request: Request, owner: Owner) -> JSONResponse:
                 owner=owner,
                 max_width=max_width,
                 max_height=max_height,
+                filename=filename,
             )
     return JSONResponse(
         {

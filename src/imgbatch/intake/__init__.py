@@ -12,6 +12,7 @@ from .fields import UPLOAD_FIELDS, accepted_fields, upload_options
 from .upload import (
     OUTPUT_FORMATS,
     accept_upload,
+    clean_filename,
     parse_format,
     parse_quality,
     parse_side,
@@ -23,6 +24,7 @@ __all__ = [
     "UPLOAD_FIELDS",
     "accept_upload",
     "accepted_fields",
+    "clean_filename",
     "parse_format",
     "parse_quality",
     "parse_side",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import unicodedata
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -150,6 +151,20 @@ def _write_in_chunks(
     return image_ids
 
 
+MAX_FILENAME = 255
+
+
+def clean_filename(name: str | None) -> str | None:
+    """The file name a client sent, fit to show: its last path segment (browsers on Windows
+    once sent `C:\\dir\\file.csv`), control and bidi-override characters removed, spaces
+    trimmed, at most 255 characters; None when nothing is left."""
+    if not name:
+        return None
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(c for c in name if unicodedata.category(c) not in ("Cc", "Cf")).strip()
+    return name[:MAX_FILENAME] or None
+
+
 def accept_upload(
     ctx: Context,
     data: bytes,
@@ -160,8 +175,12 @@ def accept_upload(
     owner: str | None,
     max_width: int | None = None,
     max_height: int | None = None,
+    filename: str | None = None,
 ) -> Accepted:
-    """Parse and validate; on success write the ledger and enqueue the images as jobs."""
+    """Parse and validate; on success write the ledger and enqueue the images as jobs.
+
+    `filename` is the uploaded file's name as the client sent it (kept for the history,
+    cleaned by `clean_filename`)."""
     try:
         products = parse_products(data, csv_limits(ctx))
     except CsvRejected as rejected:
@@ -178,6 +197,7 @@ def accept_upload(
         "owner": owner,
         "max_width": max_width,
         "max_height": max_height,
+        "filename": clean_filename(filename),
     }
     # A URL named at several positions is fetched once: the later ones follow the first.
     images = sum(len(p.urls) for p in products)

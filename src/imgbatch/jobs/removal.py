@@ -31,7 +31,9 @@ def delete(ctx: Context, request_id: str, budget: float = DELETE_BUDGET) -> bool
     """Delete a final request; True when it is entirely gone within `budget`.
 
     404 when unknown, 409 `not_finished` while it runs (cancel it first). A request whose
-    deletion was accepted before and stopped half-way is taken up again.
+    deletion was accepted before and stopped half-way is taken up again. Once the request
+    is marked deleted, an error while removing it (a storage outage) is logged and returns
+    False: the caller (or the sweeper) goes on later.
     """
     outcome = ledger.mark_deleted(ctx.db, request_id)
     if outcome == "not_found":
@@ -41,7 +43,11 @@ def delete(ctx: Context, request_id: str, budget: float = DELETE_BUDGET) -> bool
             409, "not_finished", "the request is still running; cancel it first, then delete it"
         )
     log.info("delete accepted", extra={"request_id": request_id})
-    return purge(ctx, request_id, budget)
+    try:
+        return purge(ctx, request_id, budget)
+    except Exception:  # the tombstone is written: the rest is finished later
+        log.exception("deletion stopped; it goes on later", extra={"request_id": request_id})
+        return False
 
 
 def purge(ctx: Context, request_id: str, budget: float = BACKGROUND_BUDGET) -> bool:

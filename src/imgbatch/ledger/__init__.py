@@ -4,8 +4,8 @@ Holds: `models` (SQLAlchemy tables), `engine` (one engine per process, sessions,
 `migrations/`), `intake` (writing an upload: one transaction, or chunks of a request kept invisible
 until complete), `operations` (the conditional updates every state change goes through:
 claim, renew, record, finalize, requeue), `lifecycle` (the changes users start:
-cancel, retry), `removal` (deleting a request: tombstone, batches, retention) and
-`statuses` (pure status rules).
+cancel, retry), `removal` (deleting a request: tombstone, batches, retention), `history`
+(keyset pages of requests, newest first) and `statuses` (pure status rules).
 May import: SQLAlchemy/Alembic, the pure core (`imgbatch.catalogue` for the row type),
 `imgbatch.errors`/`imgbatch.config`. Never the queue, storage, fetching or anything above.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from .clock import isoformat, utcnow
 from .engine import Database, dispose_engines, upgrade
+from .history import CURSOR_PATTERN, Listed, Page, decode_cursor, encode_cursor, list_requests
 from .intake import (
     abandon_request,
     add_products,
@@ -78,6 +79,7 @@ from .transient import UNAVAILABLE, is_deadlock, is_unavailable, retry_deadlocks
 
 __all__ = [
     "AUTO",
+    "CURSOR_PATTERN",
     "SWEEP_BATCH",
     "UNAVAILABLE",
     "ClaimedImage",
@@ -87,7 +89,9 @@ __all__ = [
     "Image",
     "ImageBatch",
     "ImageResult",
+    "Listed",
     "MarkState",
+    "Page",
     "Product",
     "QueueMark",
     "Recorded",
@@ -106,10 +110,12 @@ __all__ = [
     "claim_images",
     "create_request",
     "decide",
+    "decode_cursor",
     "delete_images",
     "delete_request_rows",
     "deleting_request_ids",
     "dispose_engines",
+    "encode_cursor",
     "expired_lease_batches",
     "expired_request_ids",
     "fail_exhausted_leases",
@@ -123,6 +129,7 @@ __all__ = [
     "is_unavailable",
     "isoformat",
     "last_image_change",
+    "list_requests",
     "mark_deleted",
     "mark_enqueued",
     "open_request",

@@ -52,6 +52,7 @@ def _request_row(
     max_height: int | None,
     product_count: int,
     image_count: int,
+    filename: str | None = None,
 ) -> Request:
     auto = quality == AUTO
     return Request(
@@ -64,6 +65,7 @@ def _request_row(
         output_format=output_format,
         max_width=max_width,
         max_height=max_height,
+        filename=filename,
         webhook_url=webhook_url,
         product_count=product_count,
         image_count=image_count,
@@ -145,6 +147,7 @@ def create_request(
     max_width: int | None = None,
     max_height: int | None = None,
     url_keys: Sequence[str] | None = None,
+    filename: str | None = None,
 ) -> list[int]:
     """Write a request with its products and images in one transaction; return the ids to process.
 
@@ -167,6 +170,7 @@ def create_request(
                 owner=owner,
                 max_width=max_width,
                 max_height=max_height,
+                filename=filename,
                 product_count=len(products),
                 image_count=sum(len(p.urls) for p in products),
             )

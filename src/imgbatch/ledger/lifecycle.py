@@ -149,6 +149,12 @@ def retry_request(db: Database, request_id: str, codes: Sequence[str] | None) ->
                     runs=_requests.c.runs + 1,
                     enqueued=False,  # until the caller's enqueue: else the sweeper does it
                     updated_at=now,
+                    # no summary while it runs again (history counts its images live)
+                    done_images=None,
+                    failed_images=None,
+                    cancelled_images=None,
+                    bytes_in=None,
+                    bytes_out=None,
                 )
             ).rowcount
             if not won:

@@ -23,6 +23,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     false,
+    text,
     true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -87,12 +88,33 @@ class Request(Base):
     enqueued: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     # Set by the delete that won: the request is gone for every route from then on, while
     # its objects and then its rows are removed (a crash leaves it to be deleted again).
-    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    filename: Mapped[str | None] = mapped_column(Text)  # the uploaded file's name, if any
+    # What the request came to, written when it finalizes (NULL before, and again while a
+    # retry runs): history pages read it instead of counting a large request's images.
+    done_images: Mapped[int | None] = mapped_column(Integer)
+    failed_images: Mapped[int | None] = mapped_column(Integer)
+    cancelled_images: Mapped[int | None] = mapped_column(Integer)
+    bytes_in: Mapped[int | None] = mapped_column(BigInteger)  # over done images
+    bytes_out: Mapped[int | None] = mapped_column(BigInteger)
 
     __table_args__ = (
         Index("ix_requests_status_updated", "status", "updated_at"),
         Index("ix_requests_enqueued", "enqueued", "created_at"),
         Index("ix_requests_completed_at", "completed_at"),  # retention: oldest final first
+        # Only the few requests being deleted: an index of every NULL would also tempt
+        # SQLite's planner into reading it for `deleted_at IS NULL`, i.e. every request.
+        Index(
+            "ix_requests_deleted_at",
+            "deleted_at",
+            sqlite_where=text("deleted_at IS NOT NULL"),
+            postgresql_where=text("deleted_at IS NOT NULL"),
+        ),
+        # History, newest first: one index per filter (owner with API keys, status or not).
+        Index("ix_requests_created", "created_at", "id"),
+        Index("ix_requests_status_created", "status", "created_at", "id"),
+        Index("ix_requests_owner_created", "owner", "created_at", "id"),
+        Index("ix_requests_owner_status_created", "owner", "status", "created_at", "id"),
     )
 
 

@@ -24,6 +24,7 @@ from imgbatch.ledger import statuses as st
 
 from .clock import utcnow
 from .engine import Database
+from .history import summary_values
 from .models import Image, Product, Request, UTCDateTime
 from .transient import retry_deadlocks
 
@@ -372,6 +373,13 @@ def finalize_request(
         ).first()
         if won is None:
             return None
+        # What it came to, for history pages (final images no longer change: a retry
+        # needs this row, and waits for this transaction).
+        session.execute(
+            update(Request)
+            .where(Request.id == request_id)
+            .values(**summary_values(session, request_id))
+        )
         if on_finalized is not None:
             request = session.get(Request, request_id)
             assert request is not None
