@@ -41,7 +41,7 @@ lint: install
 bench: install
 	bash scripts/system-packages.sh --bench
 	$(BIN)/pip install --quiet -e '.[test,bench]'
-	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/throughput.py --megapixels 0.5 2 --images 3000 600 --ab --repeat 3
 
 clean:
 	rm -rf $(VENV) data .pytest_cache build src/imgbatch/imaging/*.so

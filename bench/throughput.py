@@ -1,15 +1,25 @@
-"""End-to-end throughput against a plain compression loop, in one run.
+"""End-to-end throughput against plain compression loops, in one run.
 
-Serves N real photographs (scikit-image's sample photos, scaled) from a local
-HTTP/1.1 keep-alive server, submits them to a real imgbatch deployment (API +
-worker processes, embedded defaults unless --database/--queue/--storage say
-otherwise), and prints images/second end to end beside the same images
-compressed by `imaging.compress` in a plain multiprocessing loop on all cores
-(one process per core, or --processes if that is faster), and the ratio of the two.
-Target: ratio >= 0.85.
+Serves N real photographs (scikit-image's sample photos, scaled) from nginx on a loopback
+port (`--host uvicorn` for the in-process alternative), submits them to a real imgbatch
+deployment (API + worker processes, embedded defaults unless --database/--queue/--storage
+say otherwise), and prints, beside plain loops on all cores over the same bytes:
 
-    .venv/bin/python bench/throughput.py --megapixels 0.5 2
-    .venv/bin/python bench/throughput.py --images 200 --megapixels 12
+  simplejpeg/s  a plain simplejpeg loop: decode + encode, 4:2:0, quality 50 (JPEG only)
+  compress/s    a plain loop of `imaging.compress` (the path of that row)
+  e2e/s         end to end, upload sent -> request completed; e2e/sj and e2e/cmp: ratios
+  svc ms        CPU per image of the API and worker processes (from /proc)
+  cmp ms        CPU per image inside compress() (the plain loop); fixed ms = svc - cmp
+  host ms       CPU per image of the image host
+  cpu/sj        simplejpeg CPU per image / (svc + host): the ratio the rates would show on
+                CPUs nobody else uses, less noisy than e2e/sj on a shared machine
+
+With --ab each round also runs end to end with IMGBATCH_JPEG_FAST_PATH=false ("pillow"),
+in alternating order. Target: end to end >= 0.85x the simplejpeg loop at 0.5 and 2 MP.
+
+    .venv/bin/python bench/throughput.py --megapixels 0.5 2 --images 3000 600 --ab --repeat 3
+    .venv/bin/python bench/throughput.py --images 200 --megapixels 12 --ab
+    .venv/bin/python bench/throughput.py --format png --megapixels 2 --images 300
 """
 
 from __future__ import annotations
@@ -30,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from imagehost import ImageHost, image_host  # noqa: E402
+from imagehost import HOSTS, ImageHost  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from imgbatch.config import Settings  # noqa: E402
@@ -39,8 +49,8 @@ from imgbatch.imaging import CompressOptions, compress, configure  # noqa: E402
 from support.service import Service  # noqa: E402
 
 
-def photographs(megapixels: float, count: int, directory: Path) -> list[Path]:
-    """`count` JPEG files (quality 90) made from scikit-image's real photographs."""
+def photographs(megapixels: float, count: int, directory: Path, fmt: str = "jpeg") -> list[Path]:
+    """`count` files (JPEG q90, WebP q90 or PNG) made from scikit-image's real photographs."""
     from skimage import data
 
     sources = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
@@ -53,27 +63,79 @@ def photographs(megapixels: float, count: int, directory: Path) -> list[Path]:
         )
         if i >= len(sources):  # different bytes per file, same content class
             img = img.rotate(0.5 * (i // len(sources)), resample=Image.Resampling.BILINEAR)
-        path = directory / f"photo{i}.jpg"
-        img.save(path, "JPEG", quality=90)
+        path = directory / f"photo{i}.{ {'jpeg': 'jpg'}.get(fmt, fmt) }"
+        img.save(path, fmt.upper(), **({} if fmt == "png" else {"quality": 90}))
         paths.append(path)
     return paths
 
 
-def _compress_file(path: str) -> int:
-    return compress(Path(path).read_bytes(), CompressOptions()).bytes_out
+def _compress_file(path: str) -> float:
+    """Compress one file; returns the CPU seconds compress() itself took."""
+    data = Path(path).read_bytes()
+    started = time.process_time()
+    compress(data, CompressOptions())
+    return time.process_time() - started
+
+
+def _compress_file_general(path: str) -> float:
+    """The same with the JPEG fast path off: Pillow for every image."""
+    data = Path(path).read_bytes()
+    started = time.process_time()
+    compress(data, CompressOptions(jpeg_fast_path=False))
+    return time.process_time() - started
+
+
+def _simplejpeg_file(path: str) -> float:
+    import simplejpeg
+
+    data = Path(path).read_bytes()
+    started = time.process_time()
+    simplejpeg.encode_jpeg(simplejpeg.decode_jpeg(data), quality=50, colorsubsampling="420")
+    return time.process_time() - started
 
 
 def _init() -> None:
     configure()
 
 
-def plain_loop(paths: list[Path], processes: int) -> float:
-    """Images/second for compress() over the files with a process pool on all cores."""
+@dataclass(frozen=True)
+class Loop:
+    rate: float  # images/second
+    cpu_ms: float  # CPU per image inside the measured call (decode + encode)
+    processes: int
+
+
+def plain_loop(paths: list[Path], processes: int, work: Any = _compress_file) -> Loop:
+    """Images/second for `work` (compress() or simplejpeg) over the files, a process per
+    core (or `processes`), and the CPU per image spent inside it."""
     with multiprocessing.get_context("fork").Pool(processes, initializer=_init) as pool:
-        pool.map(_compress_file, [str(p) for p in paths[: processes * 2]])  # warm up
+        pool.map(work, [str(p) for p in paths[: processes * 2]])  # warm up
         started = time.perf_counter()
-        pool.map(_compress_file, [str(p) for p in paths], chunksize=1)
-        return len(paths) / (time.perf_counter() - started)
+        cpu = pool.map(work, [str(p) for p in paths], chunksize=1)
+        rate = len(paths) / (time.perf_counter() - started)
+    return Loop(rate, 1000 * sum(cpu) / len(paths), processes)
+
+
+def best_loop(paths: list[Path], counts: list[int], work: Any = _compress_file) -> Loop:
+    return max((plain_loop(paths, n, work) for n in counts), key=lambda loop: loop.rate)
+
+
+def mean_loop(a: Loop, b: Loop) -> Loop:
+    """Before and after the end-to-end run: this box's speed drifts between minutes."""
+    return Loop((a.rate + b.rate) / 2, (a.cpu_ms + b.cpu_ms) / 2, a.processes)
+
+
+def group_cpu_seconds(groups: set[int]) -> float:
+    """User + system CPU of every live process in these process groups (the service)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:  # the process ended
+            continue
+        if int(fields[2]) in groups:  # pgrp
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 _fetcher: Any = None
@@ -109,6 +171,7 @@ class Timeline:
     wake: float  # 202 received -> first image claimed (a worker noticing the jobs)
     steady: float  # first image claimed -> last image finished
     host_cpu: float = 0.0  # CPU seconds the image host spent serving the images
+    service_cpu: float = 0.0  # CPU seconds of the API and worker processes
 
     @property
     def rate(self) -> float:
@@ -177,6 +240,8 @@ def end_to_end(
         # completed_at), so the status polling interval does not blur the figure.
         started = datetime.now(UTC)
         host_cpu = server.cpu_seconds()
+        groups = {p.pid for p in [service.api, *service.workers] if p is not None}
+        service_cpu = group_cpu_seconds(groups)
         status, answer = service.upload(body)
         accepted = datetime.now(UTC)
         assert status == 202, answer
@@ -185,21 +250,34 @@ def end_to_end(
         database_url = Settings(
             data_dir=workdir / "data", database_url=env.get("IMGBATCH_DATABASE_URL")
         ).resolved_database_url
+        service_cpu = group_cpu_seconds(groups) - service_cpu
         split = timeline(database_url, answer["request_id"], started, accepted, len(paths))
-        return replace(split, host_cpu=server.cpu_seconds() - host_cpu)
+        return replace(split, host_cpu=server.cpu_seconds() - host_cpu, service_cpu=service_cpu)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument(
+        "--images", type=int, nargs="+", default=[1000], help="per size, or one for all sizes"
+    )
     parser.add_argument("--megapixels", type=float, nargs="+", default=[2.0])
+    parser.add_argument("--format", choices=["jpeg", "png", "webp"], default="jpeg")
+    parser.add_argument("--host", choices=sorted(HOSTS), default="nginx", help="the image host")
     parser.add_argument("--repeat", type=int, default=1, help="rounds per size (median printed)")
+    parser.add_argument(
+        "--fetch-loop", action="store_true", help="also time fetch + compress in a plain pool"
+    )
+    parser.add_argument(
+        "--ab",
+        action="store_true",
+        help="JPEG: also run end to end with IMGBATCH_JPEG_FAST_PATH=false, alternated",
+    )
     parser.add_argument(
         "--processes",
         type=int,
         default=(os.cpu_count() or 1) + 1,
         help="imgbatch's worker processes (default cores + 1, as imgbatch's own default);"
-        " the plain loop runs with this many and with one per core, and the faster of the"
+        " the plain loops run with this many and with one per core, and the faster of the"
         " two is the baseline",
     )
     parser.add_argument("--workers", type=int, default=1, help="separate `imgbatch worker` nodes")
@@ -222,48 +300,102 @@ def main() -> None:
         }.items()
         if v
     }
-    print(f"cores: {os.cpu_count()}, worker processes: {args.processes} x {args.workers} node(s)")
+    from imgbatch.imaging import turbo
+
     print(
-        f"{'MP':>5} {'images':>7} {'plain img/s':>12} {'fetch+compress':>15}"
-        f" {'e2e img/s':>10} {'ratio':>6} {'steady ratio':>13} {'ramp s':>7} {'host ms/img':>12}"
+        f"cores: {os.cpu_count()}, worker processes: {args.processes} x {args.workers} node(s),"
+        f" image host: {args.host}, format: {args.format},"
+        f" JPEG fast path: {'dct' if turbo.dct_available() else 'pixels'}"
     )
-    for mp in args.megapixels:
+    print(
+        f"{'MP':>5} {'path':>6} {'images':>6} {'simplejpeg/s':>12} {'compress/s':>10} {'e2e/s':>7}"
+        f" {'e2e/sj':>6} {'e2e/cmp':>7} {'svc ms':>6} {'cmp ms':>6} {'fixed ms':>8}"
+        f" {'host ms':>7} {'cpu/sj':>6} {'ramp s':>6}"
+        + (f" {'fetch+cmp/s':>11}" if args.fetch_loop else "")
+    )
+    counts = args.images * len(args.megapixels) if len(args.images) == 1 else args.images
+    if len(counts) != len(args.megapixels):
+        parser.error("--images takes one count, or one per --megapixels value")
+    for mp, images in zip(args.megapixels, counts, strict=True):
         with tempfile.TemporaryDirectory() as tmp:
             workdir = Path(tmp)
             (workdir / "img").mkdir()
-            paths = photographs(mp, args.images, workdir / "img")
-            ratios = [
+            paths = photographs(mp, images, workdir / "img", args.format)
+            rows = [
                 measure_once(mp, paths, workdir / f"run{run}", env, args)
                 for run in range(args.repeat)
             ]
         if args.repeat > 1:
-            print(f"{mp:5.1f} MP: median ratio {statistics.median(ratios):.2f} of {ratios}")
+            columns = list(zip(*rows, strict=True))
+            print(
+                f"{mp:5.1f} MP, median of {args.repeat}: e2e/simplejpeg"
+                f" {statistics.median(columns[0]):.2f} {list(columns[0])}, CPU ratio"
+                f" {statistics.median(columns[1]):.2f} {list(columns[1])}, fixed cost"
+                f" {statistics.median(columns[2]):.2f} ms/image",
+                flush=True,
+            )
 
 
 def measure_once(
     mp: float, paths: list[Path], workdir: Path, env: dict[str, str], args: argparse.Namespace
-) -> float:
-    """One round: plain loops, end to end, fetch + compress, plain loops again; prints a row."""
-    # The plain loop runs before and after the end-to-end run and the mean is the
-    # baseline: this box's speed drifts by several percent between minutes. It runs
+) -> tuple[float, float, float]:
+    """One round: plain loops, end to end (fast path on, and off with --ab, in alternating
+    order per round), plain loops again; prints a row per path and returns the fast path's
+    rate and CPU ratios to the simplejpeg loop and its fixed cost (ms) per image."""
+    # The plain loops run before and after the end-to-end runs and the mean is the
+    # baseline: this box's speed drifts by several percent between minutes. Each runs
     # with one process per core and with imgbatch's process count, and the faster of
-    # the two is the baseline, so the ratio never profits from a slow baseline.
+    # the two is the baseline, so a ratio never profits from a slow baseline.
     counts = sorted({os.cpu_count() or 1, args.processes})
-    before = [plain_loop(paths, n) for n in counts]
-    with image_host(paths[0].parent) as server:
-        t = end_to_end(paths, server, workdir, env, args.processes, args.workers)
-        fetching = fetch_loop([server.url("/" + p.name) for p in paths], args.processes)
-    base, best = max(
-        ((b + plain_loop(paths, n)) / 2, n) for b, n in zip(before, counts, strict=True)
+    jpeg = args.format == "jpeg"
+    paths_off = {"fast": _compress_file, "pillow": _compress_file_general}
+    variants = ["fast", "pillow"] if jpeg and args.ab else ["fast"]
+    if measure_once.rounds % 2:  # type: ignore[attr-defined]
+        variants.reverse()
+    measure_once.rounds += 1  # type: ignore[attr-defined]
+    sj_before = best_loop(paths, counts, _simplejpeg_file) if jpeg else None
+    before = {v: best_loop(paths, counts, paths_off[v]) for v in variants}
+    runs: dict[str, tuple[Timeline, float]] = {}
+    with HOSTS[args.host](paths[0].parent) as server:
+        for v in variants:
+            run_env = env if v == "fast" else {**env, "IMGBATCH_JPEG_FAST_PATH": "false"}
+            runs[v] = (
+                end_to_end(paths, server, workdir / v, run_env, args.processes, args.workers),
+                0.0,
+            )
+        if args.fetch_loop:
+            fetching = fetch_loop([server.url("/" + p.name) for p in paths], args.processes)
+            runs["fast"] = (runs["fast"][0], fetching)
+    sj = (
+        mean_loop(sj_before, plain_loop(paths, sj_before.processes, _simplejpeg_file))
+        if sj_before
+        else None
     )
-    plain = f"{base:.1f} ({best}p)"
-    print(
-        f"{mp:5.1f} {len(paths):7d} {plain:>12} {fetching:8.1f} ({fetching / base:4.2f})"
-        f" {t.rate:10.1f} {t.rate / base:6.2f} {t.steady_rate / base:13.2f}"
-        f" {t.accept + t.wake:7.3f} {1000 * t.host_cpu / t.images:12.2f}",
-        flush=True,
-    )
-    return round(t.rate / base, 2)
+    result = (0.0, 0.0, 0.0)
+    for v in sorted(variants):
+        cmp = mean_loop(before[v], plain_loop(paths, before[v].processes, paths_off[v]))
+        t, fetching = runs[v]
+        service_ms = 1000 * t.service_cpu / t.images
+        fixed_ms = service_ms - cmp.cpu_ms
+        sj_text = f"{sj.rate:7.1f} ({sj.processes}p)" if sj else f"{'-':>12}"
+        sj_ratio = t.rate / sj.rate if sj else 0.0
+        host_ms = 1000 * t.host_cpu / t.images
+        # CPU per image of a plain simplejpeg loop over that of service + host: the ratio
+        # the rates would have on CPUs nobody else uses (less noisy than wall rates here).
+        cpu_ratio = sj.cpu_ms / (service_ms + host_ms) if sj else 0.0
+        print(
+            f"{mp:5.1f} {v:>6} {len(paths):6d} {sj_text:>12} {cmp.rate:10.1f} {t.rate:7.1f}"
+            f" {sj_ratio:6.2f} {t.rate / cmp.rate:7.2f} {service_ms:6.2f} {cmp.cpu_ms:6.2f}"
+            f" {fixed_ms:8.2f} {host_ms:7.2f} {cpu_ratio:6.2f} {t.accept + t.wake:6.3f}"
+            + (f" {fetching:11.1f}" if args.fetch_loop else ""),
+            flush=True,
+        )
+        if v == "fast":
+            result = (round(sj_ratio, 2), round(cpu_ratio, 2), round(fixed_ms, 2))
+    return result
+
+
+measure_once.rounds = 0  # type: ignore[attr-defined]
 
 
 if __name__ == "__main__":

@@ -358,3 +358,18 @@ def test_other_targets_do_not_take_the_fast_path(photo: Image.Image) -> None:
     data = encode(photo, quality=95)
     assert compress(data, CompressOptions(format="webp")).format == "webp"
     assert compress(data, CompressOptions(format="png")).kept_original
+
+
+def test_the_fast_path_can_be_switched_off(
+    photo: Image.Image, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = encode(photo, quality=95)
+    fast = turbo.compress_jpeg(data, 50, 10**8)
+    assert fast is not None and compress(data).data == fast.data
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("the fast path ran")
+
+    monkeypatch.setattr(turbo, "compress_jpeg", refuse)
+    general = compress(data, CompressOptions(jpeg_fast_path=False))
+    assert general.format == "jpeg" and general.quality == 50 and len(general.data) < len(data)

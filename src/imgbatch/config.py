@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     # Local files: fsync each image and its directory before the ledger records it, so a
     # power loss never leaves a "done" image without its bytes. Off trades that for speed.
     storage_fsync: bool = True
+    # JPEG -> JPEG at a fixed quality without resizing through libjpeg-turbo directly
+    # (imaging.turbo): 1.4-1.8x less CPU than the Pillow path. Off: every image takes Pillow.
+    jpeg_fast_path: bool = True
 
     # --- S3-compatible storage (falls back to the usual AWS_* variables) ----
     s3_endpoint_url: str | None = None

@@ -424,7 +424,7 @@ def _may_resize(data: bytes, options: CompressOptions) -> bool:
 def _fast_jpeg(data: bytes, options: CompressOptions) -> CompressResult | None:
     """JPEG to JPEG at a fixed quality, no resize: libjpeg-turbo directly (`turbo`), with
     the same guarantees; None sends the image through `_PIPELINE`."""
-    if not turbo.applies(
+    if not options.jpeg_fast_path or not turbo.applies(
         sniff_format(data), options.format, options.quality, _may_resize(data, options)
     ):
         return None

@@ -37,6 +37,7 @@ class CompressOptions:
     max_height: int | None = None
     max_pixels: int = 50_000_000
     auto_target: float = DEFAULT_TARGET
+    jpeg_fast_path: bool = True  # JPEG -> JPEG through libjpeg-turbo directly (`turbo`)
 
     def __post_init__(self) -> None:
         if self.quality != AUTO and not (

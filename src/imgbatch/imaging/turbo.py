@@ -25,6 +25,7 @@ read, an error from either codec -- goes to the general path, which decides.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache, lru_cache
 
 import simplejpeg
 
@@ -116,6 +117,7 @@ def route(facts: JpegFacts, dct_available: bool) -> str:
     return PIXELS
 
 
+@cache
 def target_tables(quality: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """The luma and chroma tables libjpeg uses at `quality` (baseline: at most 255)."""
     scale = 5000 // quality if quality < 50 else 200 - 2 * quality
@@ -139,10 +141,14 @@ def requantizes(facts: JpegFacts, quality: int) -> bool:
     luma, chroma = target_tables(quality)
     for index, component in enumerate(facts.components):
         table = facts.tables.get(component.table)
-        target = luma if index == 0 else chroma
-        if table is None or requantized_table(table, target) != table:
+        if table is None or _coarsens(table, luma if index == 0 else chroma):
             return True
     return False
+
+
+@lru_cache(maxsize=256)  # a catalogue's photos share a few tables: this runs once per table
+def _coarsens(table: tuple[int, ...], target: tuple[int, ...]) -> bool:
+    return requantized_table(table, target) != table
 
 
 def keeps_icc(facts: JpegFacts) -> bool:

@@ -166,6 +166,7 @@ def _compress(ctx: Context, claimed: ClaimedImage, data: bytes, started: float) 
         max_height=claimed.max_height,
         max_pixels=ctx.settings.max_pixels,
         auto_target=ctx.settings.auto_quality_target,
+        jpeg_fast_path=ctx.settings.jpeg_fast_path,
     )
     try:
         result = imaging.compress(data, options)
