@@ -128,6 +128,11 @@ def _prepare(case: Any, known_request: str) -> None:
             if positive and OPTION_OF[name] in seen:
                 del container[name]
             seen.add(OPTION_OF[name])
+    headers = case.headers
+    if headers and "Idempotency-Key" in headers and _is_positive(case, ParameterLocation.HEADER):
+        # A valid key the fuzzer repeats with another body is rightly refused (422): keys
+        # are the client's to keep unique, so each valid case gets one of its own.
+        headers["Idempotency-Key"] = uuid.uuid4().hex
     if case.path == "/api/upload" and _is_positive(case, ParameterLocation.BODY):
         if isinstance(case.body, dict) and "file" in case.body:
             case.body["file"] = VALID_CSV

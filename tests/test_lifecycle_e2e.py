@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +25,7 @@ from support.databases import query
 from support.imageserver import ImageServer
 from support.receiver import Receiver
 from support.s3server import SCRUBBED_AWS_VARS, S3Server
-from support.service import Service, http, products_csv
+from support.service import Service, http, multipart, products_csv
 
 SECRET = "whsec_" + base64.b64encode(b"lifecycle-webhook-secret-012345").decode()
 ENV = {
@@ -412,3 +413,62 @@ def test_history_pages_newest_first_with_inserts_between_pages(
         status, everything = history(managed, "?limit=200")
         listed = [item["request_id"] for item in everything["requests"]]
         assert second not in listed and {first, third, *newer} <= set(listed)
+
+
+# --- idempotent uploads ---------------------------------------------------------------------
+
+
+def keyed_upload(
+    service: Service, csv: bytes, key: str, **fields: str
+) -> tuple[int, dict[str, str], dict[str, Any]]:
+    body, content_type = multipart(csv, **fields)
+    status, headers, raw = http(
+        "POST",
+        service.url + "/api/upload",
+        body,
+        {"Content-Type": content_type, "Idempotency-Key": key},
+    )
+    return status, {k.lower(): v for k, v in headers.items()}, json.loads(raw)
+
+
+def test_idempotent_uploads_replay_conflict_and_race(managed: Service, host: ImageServer) -> None:
+    csv = products_csv([("Shoe", [host.url("/photo5.jpg")])])
+    other = products_csv([("Hat", [host.url("/photo4.jpg")])])
+    status, headers, first = keyed_upload(managed, csv, "order-42", quality="60")
+    assert status == 202 and "idempotent-replayed" not in headers
+    # A retry after a timeout: a new multipart boundary, the same CSV and options.
+    status, headers, again = keyed_upload(managed, csv, "order-42", quality="60")
+    assert status == 202 and again == first and headers["idempotent-replayed"] == "true"
+    status, _, reused = keyed_upload(managed, other, "order-42")
+    assert (status, reused["error"]["code"]) == (422, "idempotency_key_reused")
+    status, _, reused = keyed_upload(managed, csv, "order-42", quality="70")
+    assert (status, reused["error"]["code"]) == (422, "idempotency_key_reused")
+    for bad in ("", "x" * 256, "caf\u00e9"):
+        status, _, raw = http(
+            "POST",
+            managed.url + "/api/upload",
+            csv,
+            {"Content-Type": "text/csv", "Idempotency-Key": bad.encode().decode("latin-1")},
+        )
+        assert (status, json.loads(raw)["error"]["code"]) == (400, "bad_idempotency_key"), bad
+
+    # Eight clients at once with one key: one request, everybody gets its 202.
+    barrier = threading.Barrier(8)
+    answers: list[tuple[int, dict[str, Any]]] = []
+
+    def send() -> None:
+        barrier.wait()
+        status, _, body = keyed_upload(managed, other, "batch-7")
+        answers.append((status, body))
+
+    threads = [threading.Thread(target=send) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert [status for status, _ in answers] == [202] * 8
+    assert len({body["request_id"] for _, body in answers}) == 1
+    status, page = history(managed, "?limit=200")
+    listed = [item["request_id"] for item in page["requests"]]
+    assert sorted(listed) == sorted({first["request_id"], answers[0][1]["request_id"]})
+    assert managed.wait_final(first["request_id"])["options"]["quality"] == 60

@@ -165,8 +165,8 @@ def install_middleware(app: FastAPI, settings: Settings) -> None:
             CORSMiddleware,
             allow_origins=list(settings.cors_origins),
             allow_methods=["GET", "HEAD", "POST", "DELETE"],
-            allow_headers=["Authorization", "Content-Type"],
-            expose_headers=["Retry-After", "Content-Disposition"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+            expose_headers=["Retry-After", "Content-Disposition", "Idempotent-Replayed"],
             allow_credentials=False,  # API keys travel in headers, not cookies
             max_age=600,
         )

@@ -69,7 +69,8 @@ class TokenBuckets:
         return wait
 
 
-def _caller(request: Request, owner: str | None) -> str:
+def caller_scope(request: Request, owner: str | None) -> str:
+    """Whose request this is: the API key's digest, or the client address when open."""
     if owner is not None:
         return "key:" + owner
     # Behind a reverse proxy uvicorn takes the address from X-Forwarded-For, but only
@@ -83,7 +84,7 @@ def limit_uploads(request: Request, owner: Annotated[str | None, Depends(require
     buckets: TokenBuckets | None = getattr(request.app.state, "upload_buckets", None)
     if buckets is None:
         return
-    wait = buckets.take(_caller(request, owner))
+    wait = buckets.take(caller_scope(request, owner))
     if wait is not None:
         seconds = max(1, math.ceil(wait))
         raise ApiError(

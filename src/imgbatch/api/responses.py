@@ -12,7 +12,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from imgbatch.imaging import MAX_SIDE
-from imgbatch.intake import OUTPUT_FORMATS, UPLOAD_FIELDS
+from imgbatch.intake import (
+    IDEMPOTENCY_HEADER,
+    IDEMPOTENCY_KEY_PATTERN,
+    OUTPUT_FORMATS,
+    REPLAYED_HEADER,
+    UPLOAD_FIELDS,
+)
 
 
 class ErrorDetail(BaseModel):
@@ -127,7 +133,8 @@ _MEANINGS = {
     409: "The request is not in a state that allows this (yet): see the error code.",
     413: "The upload or the CSV exceeds a size or row limit.",
     415: "Not a CSV: unsupported content type, binary data or an archive.",
-    422: "The CSV or a field is well-formed but invalid (every problem listed).",
+    422: "The CSV or a field is well-formed but invalid (every problem listed), or an "
+    "Idempotency-Key was used for a different upload.",
     429: "Too many uploads; retry after the number of seconds in Retry-After.",
     431: "Request headers are too many or too large.",
     503: "A backend (database, queue, storage) is unreachable; retry after Retry-After seconds.",
@@ -218,5 +225,33 @@ UPLOAD_BODY: dict[str, Any] = {
             "schema": schema,
         }
         for name, schema in _DOCUMENTED.items()
+    ]
+    + [
+        {
+            "name": IDEMPOTENCY_HEADER,
+            "in": "header",
+            "required": False,
+            "description": "Makes a retried upload safe: the same key (from the same API key, "
+            "or the same client when the API is open) with the same upload within 24 hours "
+            "answers the first upload's 202 again (with `Idempotent-Replayed: true`) and "
+            "creates nothing; with a different upload, 422 idempotency_key_reused.",
+            "schema": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 255,
+                "pattern": IDEMPOTENCY_KEY_PATTERN,
+            },
+        }
     ],
+}
+
+UPLOAD_202: dict[str, Any] = {
+    "description": "Accepted (or, for a repeated Idempotency-Key, the first upload's answer).",
+    "headers": {
+        REPLAYED_HEADER: {
+            "description": "`true` when this is the stored answer to an earlier upload with "
+            "the same Idempotency-Key.",
+            "schema": {"type": "string", "enum": ["true"]},
+        }
+    },
 }

@@ -12,14 +12,18 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
 from imgbatch.api.bodies import BodyLimits, receive_body
-from imgbatch.api.ratelimit import limit_uploads
-from imgbatch.api.responses import UPLOAD_BODY, UploadAccepted, error_responses
+from imgbatch.api.ratelimit import caller_scope, limit_uploads
+from imgbatch.api.responses import UPLOAD_202, UPLOAD_BODY, UploadAccepted, error_responses
 from imgbatch.api.security import require_owner
 from imgbatch.catalogue import IMAGES_HEADER, iter_images_csv, iter_output_csv
 from imgbatch.context import Context
 from imgbatch.errors import ApiError
 from imgbatch.intake import (
+    IDEMPOTENCY_HEADER,
+    REPLAYED_HEADER,
+    UploadKey,
     accept_upload,
+    check_key,
     parse_format,
     parse_quality,
     parse_side,
@@ -131,7 +135,7 @@ def _the_file(files: list[tuple[str, UploadFile]], texts: list[tuple[str, str]])
     tags=["requests"],
     dependencies=[Depends(limit_uploads)],
     response_model=UploadAccepted,
-    responses=error_responses(400, 401, 408, 413, 415, 422, 429, 503),
+    responses={202: UPLOAD_202, **error_responses(400, 401, 408, 409, 413, 415, 422, 429, 503)},
     openapi_extra=UPLOAD_BODY,
 )
 async def upload(request: Request, owner: Owner) -> JSONResponse:
@@ -143,6 +147,8 @@ async def upload(request: Request, owner: Owner) -> JSONResponse:
     (`400 unknown_field`), never ignored.
     """
     ctx = _ctx(request)
+    key = check_key(request.headers.get(IDEMPOTENCY_HEADER))
+    idempotency = UploadKey(caller_scope(request, owner), key) if key is not None else None
     kind = _upload_kind(request)
     # The body arrives first, outside any slot, within a deadline and a minimum rate
     # (`bodies`): a client that sends slowly or stops holds its connection, not a slot.
@@ -178,17 +184,10 @@ async def upload(request: Request, owner: Owner) -> JSONResponse:
                 max_width=max_width,
                 max_height=max_height,
                 filename=filename,
+                idempotency=idempotency,
             )
-    return JSONResponse(
-        {
-            "request_id": accepted.request_id,
-            "status": st.PENDING,
-            "status_url": f"/api/status/{accepted.request_id}",
-            "products": accepted.products,
-            "images": accepted.images,
-        },
-        status_code=202,
-    )
+    replayed = {REPLAYED_HEADER: "true"} if accepted.replayed else None
+    return JSONResponse(accepted.body, status_code=202, headers=replayed)
 
 
 @router.get(

@@ -9,6 +9,9 @@ May import: the catalogue (parsing), the ledger, fetching (URL checks), imaging 
 from __future__ import annotations
 
 from .fields import UPLOAD_FIELDS, accepted_fields, upload_options
+from .idempotency import HEADER as IDEMPOTENCY_HEADER
+from .idempotency import KEY_PATTERN as IDEMPOTENCY_KEY_PATTERN
+from .idempotency import REPLAYED_HEADER, UploadKey, check_key
 from .upload import (
     OUTPUT_FORMATS,
     accept_upload,
@@ -20,10 +23,15 @@ from .upload import (
 )
 
 __all__ = [
+    "IDEMPOTENCY_HEADER",
+    "IDEMPOTENCY_KEY_PATTERN",
     "OUTPUT_FORMATS",
+    "REPLAYED_HEADER",
     "UPLOAD_FIELDS",
+    "UploadKey",
     "accept_upload",
     "accepted_fields",
+    "check_key",
     "clean_filename",
     "parse_format",
     "parse_quality",

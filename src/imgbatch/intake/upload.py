@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import unicodedata
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from imgbatch.catalogue import CsvLimits, CsvRejected, ProductRow, parse_products
@@ -16,13 +17,19 @@ from imgbatch.errors import ApiError, ImageFailure, first_line
 from imgbatch.fetching import check_webhook_url, url_key
 from imgbatch.imaging import AUTO, MAX_SIDE, TARGETS
 from imgbatch.ledger import (
+    IdempotencyRecord,
+    KeyTaken,
     abandon_request,
     add_products,
     begin_request,
     create_request,
+    find_key,
     mark_enqueued,
     open_request,
 )
+from imgbatch.ledger.statuses import PENDING
+
+from .idempotency import UploadKey, replayed_body, upload_hash
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +41,19 @@ class Accepted:
     request_id: str
     products: int
     images: int
+    body: dict[str, Any] = field(default_factory=dict)  # the 202 answer
+    replayed: bool = False  # an earlier upload's answer, for the same Idempotency-Key
+
+
+def accepted_body(request_id: str, products: int, images: int) -> dict[str, Any]:
+    """The `202` answer to an upload (stored with an idempotency key, replayed as it was)."""
+    return {
+        "request_id": request_id,
+        "status": PENDING,
+        "status_url": f"/api/status/{request_id}",
+        "products": products,
+        "images": images,
+    }
 
 
 def csv_limits(ctx: Context) -> CsvLimits:
@@ -176,11 +196,28 @@ def accept_upload(
     max_width: int | None = None,
     max_height: int | None = None,
     filename: str | None = None,
+    idempotency: UploadKey | None = None,
 ) -> Accepted:
     """Parse and validate; on success write the ledger and enqueue the images as jobs.
 
     `filename` is the uploaded file's name as the client sent it (kept for the history,
-    cleaned by `clean_filename`)."""
+    cleaned by `clean_filename`). With `idempotency`, an earlier upload with the same key
+    answers instead (`intake.idempotency`), and this one stores its key and answer."""
+    body_hash = ""
+    if idempotency is not None:
+        body_hash = upload_hash(
+            data,
+            {
+                "quality": quality,
+                "format": output_format,
+                "webhook_url": webhook_url,
+                "max_width": max_width,
+                "max_height": max_height,
+            },
+        )
+        stored = find_key(ctx.db, idempotency.scope, idempotency.key)
+        if stored is not None:  # known already: no need to parse the CSV again
+            return _replay(stored.request_id, replayed_body(stored, body_hash))
     try:
         products = parse_products(data, csv_limits(ctx))
     except CsvRejected as rejected:
@@ -201,13 +238,29 @@ def accept_upload(
     }
     # A URL named at several positions is fetched once: the later ones follow the first.
     images = sum(len(p.urls) for p in products)
-    if images <= INTAKE_CHUNK_IMAGES:
-        keys = [url_key(url) for product in products for url in product.urls]
-        image_ids = create_request(
-            ctx.db, request_id=request_id, products=products, url_keys=keys, **options
+    body = accepted_body(request_id, len(products), images)
+    if idempotency is not None:
+        options["idempotency"] = IdempotencyRecord(
+            idempotency.scope, idempotency.key, body_hash, json.dumps(body)
         )
-    else:
-        image_ids = _write_in_chunks(ctx, request_id, products, options)
+    try:
+        if images <= INTAKE_CHUNK_IMAGES:
+            keys = [url_key(url) for product in products for url in product.urls]
+            image_ids = create_request(
+                ctx.db, request_id=request_id, products=products, url_keys=keys, **options
+            )
+        else:
+            image_ids = _write_in_chunks(ctx, request_id, products, options)
+    except KeyTaken:  # a concurrent upload with this key committed first: its answer
+        assert idempotency is not None
+        stored = find_key(ctx.db, idempotency.scope, idempotency.key)
+        if stored is None:  # and was deleted since: rare enough to ask for a retry
+            raise ApiError(
+                409,
+                "idempotency_key_in_use",
+                "another upload with this Idempotency-Key changed meanwhile; send it again",
+            ) from None
+        return _replay(stored.request_id, replayed_body(stored, body_hash))
     try:
         ctx.queue.enqueue(image_ids)
         mark_enqueued(ctx.db, request_id)
@@ -227,4 +280,11 @@ def accept_upload(
         len(image_ids),
         extra={"request_id": request_id},
     )
-    return Accepted(request_id, len(products), images)
+    return Accepted(request_id, len(products), images, body)
+
+
+def _replay(request_id: str, body: dict[str, Any]) -> Accepted:
+    log.info("upload replayed for its Idempotency-Key", extra={"request_id": request_id})
+    return Accepted(
+        request_id, int(body.get("products", 0)), int(body.get("images", 0)), body, True
+    )

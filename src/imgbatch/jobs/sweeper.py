@@ -176,6 +176,7 @@ def sweep_once(ctx: Context) -> SweepReport:
         if finalize(ctx, request_id) is not None:
             finalized += 1
     deleted = sweep_deletions(ctx)
+    ledger.expire_keys(db)  # idempotency keys past their 24 hours
     return SweepReport(expired, stale, finalized, cancels, unqueued, due, deleted)
 
 

@@ -5,7 +5,8 @@ Holds: `models` (SQLAlchemy tables), `engine` (one engine per process, sessions,
 until complete), `operations` (the conditional updates every state change goes through:
 claim, renew, record, finalize, requeue), `lifecycle` (the changes users start:
 cancel, retry), `removal` (deleting a request: tombstone, batches, retention), `history`
-(keyset pages of requests, newest first) and `statuses` (pure status rules).
+(keyset pages of requests, newest first), `idempotency` (upload keys, unique per caller)
+and `statuses` (pure status rules).
 May import: SQLAlchemy/Alembic, the pure core (`imgbatch.catalogue` for the row type),
 `imgbatch.errors`/`imgbatch.config`. Never the queue, storage, fetching or anything above.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 from .clock import isoformat, utcnow
 from .engine import Database, dispose_engines, upgrade
 from .history import CURSOR_PATTERN, Listed, Page, decode_cursor, encode_cursor, list_requests
+from .idempotency import IdempotencyRecord, KeyTaken, StoredKey, expire_keys, find_key
 from .intake import (
     abandon_request,
     add_products,
@@ -31,7 +33,15 @@ from .lifecycle import (
     request_cancel,
     retry_request,
 )
-from .models import Image, Product, QueueMark, Request, WebhookAttempt, WebhookDelivery
+from .models import (
+    IdempotencyKey,
+    Image,
+    Product,
+    QueueMark,
+    Request,
+    WebhookAttempt,
+    WebhookDelivery,
+)
 from .operations import (
     AUTO,
     ClaimedImage,
@@ -86,9 +96,12 @@ __all__ = [
     "Database",
     "GiveBack",
     "GiveUp",
+    "IdempotencyKey",
+    "IdempotencyRecord",
     "Image",
     "ImageBatch",
     "ImageResult",
+    "KeyTaken",
     "Listed",
     "MarkState",
     "Page",
@@ -99,6 +112,7 @@ __all__ = [
     "Request",
     "RetryOutcome",
     "RetryPolicy",
+    "StoredKey",
     "WebhookAttempt",
     "WebhookDelivery",
     "abandon_request",
@@ -116,10 +130,12 @@ __all__ = [
     "deleting_request_ids",
     "dispose_engines",
     "encode_cursor",
+    "expire_keys",
     "expired_lease_batches",
     "expired_request_ids",
     "fail_exhausted_leases",
     "finalize_request",
+    "find_key",
     "give_back",
     "has_pending_images",
     "image_batch",

@@ -18,11 +18,13 @@ removes its rows, batch by batch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from imgbatch.catalogue import ProductRow
@@ -30,6 +32,7 @@ from imgbatch.ledger import statuses as st
 
 from .clock import utcnow
 from .engine import Database
+from .idempotency import IdempotencyRecord, KeyTaken, insert_key, is_key_conflict
 from .models import Image, Product, Request
 from .operations import AUTO, AUTO_FALLBACK
 
@@ -148,6 +151,7 @@ def create_request(
     max_height: int | None = None,
     url_keys: Sequence[str] | None = None,
     filename: str | None = None,
+    idempotency: IdempotencyRecord | None = None,
 ) -> list[int]:
     """Write a request with its products and images in one transaction; return the ids to process.
 
@@ -156,9 +160,11 @@ def create_request(
     `url_keys`, one per image in order (`fetching.url_key`), turn on the dedupe: a later
     position whose key an earlier one has follows it (`source_image_id`) and is left out of
     the returned ids, to be settled by its source's result instead of fetched again.
+    `idempotency` stores the upload's key in the same transaction: `KeyTaken` (and nothing
+    written) when another upload holds it.
     """
     now = utcnow()
-    with db.session() as session:
+    with _key_taken_as_such(), db.session() as session:
         session.add(
             _request_row(
                 request_id,
@@ -176,10 +182,23 @@ def create_request(
             )
         )
         session.flush()
+        if idempotency is not None:  # before the rows: a second upload stops here
+            insert_key(session, idempotency, request_id)
         image_ids = _insert_products(session, request_id, products, 0, now)
         if url_keys is not None:
             image_ids = _link_duplicates(session, image_ids, url_keys, {})
         return image_ids
+
+
+@contextlib.contextmanager
+def _key_taken_as_such() -> Iterator[None]:
+    """An idempotency key's unique violation becomes `KeyTaken` (after the rollback)."""
+    try:
+        yield
+    except IntegrityError as exc:
+        if is_key_conflict(exc):
+            raise KeyTaken from None
+        raise
 
 
 def _link_duplicates(
@@ -219,11 +238,20 @@ def _link_duplicates(
     return fresh
 
 
-def begin_request(db: Database, *, request_id: str, **options: Any) -> None:
+def begin_request(
+    db: Database,
+    *,
+    request_id: str,
+    idempotency: IdempotencyRecord | None = None,
+    **options: Any,
+) -> None:
     """Create the request as `receiving` (invisible); `options` as for `create_request`,
-    plus `product_count` and `image_count`."""
-    with db.session() as session:
+    plus `product_count` and `image_count`; `idempotency` as there."""
+    with _key_taken_as_such(), db.session() as session:
         session.add(_request_row(request_id, st.RECEIVING, utcnow(), **options))
+        if idempotency is not None:
+            session.flush()
+            insert_key(session, idempotency, request_id)
 
 
 def add_products(

@@ -224,6 +224,30 @@ class WebhookDelivery(Base):
     )
 
 
+class IdempotencyKey(Base):
+    """An upload's `Idempotency-Key`: who sent it (`scope`), what it created, what we answered.
+
+    The unique (scope, key) constraint is what makes two concurrent uploads with one key
+    create one request: the second insert fails however the two interleave.
+    """
+
+    __tablename__ = "idempotency_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    scope: Mapped[str] = mapped_column(String(128))  # "key:<digest>" or "addr:<client>"
+    key: Mapped[str] = mapped_column(String(255))
+    body_hash: Mapped[str] = mapped_column(String(64))  # sha256 of the CSV and the options
+    request_id: Mapped[str] = mapped_column(ForeignKey("requests.id", ondelete="CASCADE"))
+    response: Mapped[str] = mapped_column(Text)  # the 202 body, JSON
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("scope", "key", name="uq_idempotency_keys_scope_key"),
+        Index("ix_idempotency_keys_created_at", "created_at"),
+        Index("ix_idempotency_keys_request_id", "request_id"),
+    )
+
+
 class WebhookAttempt(Base):
     """One HTTP attempt of a delivery, kept for the deliveries API."""
 
