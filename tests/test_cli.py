@@ -305,7 +305,7 @@ def test_wait_on_a_terminal_draws_a_live_bar(
     assert "images: 6 done, 0 failed" in stdout
 
 
-# --- lifecycle: download, cancel, retry, delete ------------------------------------------------------------
+# --- lifecycle: requests, download, cancel, retry, delete ------------------------------------------------------------
 
 
 def test_download_saves_each_file_the_api_serves(
@@ -398,6 +398,29 @@ def test_delete_refuses_a_running_request_then_removes_a_finished_one(
     assert gone.code == 1 and gone.err == "imgbatch: no such request (not_found, HTTP 404)\n"
     again = imgbatch("delete", request_id, "--yes", server=svc.url)
     assert again.code == 1 and "(not_found, HTTP 404)" in again.err
+
+
+def test_requests_lists_newest_first_with_a_status_filter(
+    svc: Service, images: ImageServer, tmp_path: Path
+) -> None:
+    good_csv = csv_file(tmp_path, [("A", [images.url("p0.jpg")])], "good.csv")
+    bad_csv = csv_file(tmp_path, [("B", [images.url("no.jpg")])], "bad.csv")
+    good = request_id_of(imgbatch("submit", str(good_csv), "--wait", server=svc.url, cwd=tmp_path))
+    bad = request_id_of(imgbatch("submit", str(bad_csv), "--wait", server=svc.url, cwd=tmp_path))
+    run = imgbatch("requests", "--limit", "2", server=svc.url)
+    assert run.code == 0, run
+    listed = [line.split()[0] for line in run.out.splitlines()[2:]]
+    assert listed == [bad, good]
+    assert "bad.csv" in run.out and "good.csv" in run.out
+    first = imgbatch("requests", "--limit", "1", server=svc.url)
+    assert "more: imgbatch requests --cursor" in first.err
+    cursor = first.err.split("--cursor ")[1].split()[0]
+    older = imgbatch("requests", "--limit", "1", "--cursor", cursor, server=svc.url)
+    assert older.code == 0 and good in older.out and bad not in older.out
+    only_failed = imgbatch("requests", "--status", "failed", server=svc.url)
+    assert bad in only_failed.out and good not in only_failed.out
+    wrong = imgbatch("requests", "--status", "nope", server=svc.url)
+    assert wrong.code == 1 and "HTTP 400" in wrong.err
 
 
 # --- API keys -------------------------------------------------------------------------------------

@@ -162,7 +162,8 @@ def test_upload_shows_progress_thumbnails_savings_and_reasons(
     # A reload (or a shared link) shows the same request.
     page.reload()
     wait_status(page, "completed_with_errors")
-    expect(page.locator("#request-title")).to_contain_text(request_id[:8])
+    expect(page.locator("#request-title")).to_have_text("products.csv")  # the upload's name
+    expect(page.locator("#summary")).to_contain_text(request_id)
     expect(page.locator("figure.image")).to_have_count(5)
 
 
@@ -260,6 +261,38 @@ def test_before_after_fetches_the_input_only_in_its_own_view(
     )
     page.click("text=← Back to the request")
     wait_status(page, "completed")
+
+
+# --- history -----------------------------------------------------------------------------------
+
+
+def test_history_lists_requests_newest_first_with_a_status_filter(
+    page: Page, watch: ConsoleWatch, svc: Service, images: ImageServer, tmp_path: Path
+) -> None:
+    good = upload(page, svc, write_csv(tmp_path, [("Mug", [images.url("coffee.jpg")])], "mugs.csv"))
+    wait_status(page, "completed")
+    bad = upload(
+        page, svc, write_csv(tmp_path, [("Ghost", [images.url("nope.jpg")])], "ghosts.csv")
+    )
+    wait_status(page, "failed")
+    page.click("text=History & upload")
+    rows = page.locator("#history-rows tr")
+    expect(rows.first).to_have_attribute("data-request", bad)
+    expect(rows.nth(1)).to_have_attribute("data-request", good)
+    expect(rows.first).to_contain_text("ghosts.csv")
+    expect(rows.nth(1)).to_contain_text("mugs.csv")
+    saved = svc.status(good)["savings"]["saved_percent"]
+    expect(rows.nth(1)).to_contain_text(f"{saved:.1f}%")
+    page.select_option("#status-filter", "failed")
+    expect(page.locator(f"#history-rows tr[data-request='{good}']")).to_have_count(0)
+    expect(page.locator(f"#history-rows tr[data-request='{bad}']")).to_have_count(1)
+    assert "status=failed" in page.url
+    page.reload()
+    expect(page.locator("#status-filter")).to_have_value("failed")
+    screenshot(page, "history.png")
+    page.click(f"#history-rows tr[data-request='{bad}'] a")
+    page.wait_for_url(f"**/requests/{bad}")
+    wait_status(page, "failed")
 
 
 # --- retry, cancel, delete, downloads ------------------------------------------------------------------

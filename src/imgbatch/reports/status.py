@@ -148,6 +148,7 @@ def status_document(
     return {
         "request_id": request.id,
         "status": request.status,
+        "filename": request.filename,  # as in the history: the page and the CLI name it so
         "created_at": isoformat(request.created_at),
         "updated_at": isoformat(updated_at),
         "completed_at": isoformat(request.completed_at),
