@@ -341,7 +341,7 @@ def test_download_saves_each_file_the_api_serves(
 
 def test_cancel_then_retry(svc: Service, images: ImageServer, tmp_path: Path) -> None:
     slow = [
-        (f"Slow {n}", [images.url(f"slow?seconds=1&file=p{n % 3}.jpg&n={n}")]) for n in range(20)
+        (f"Slow {n}", [images.url(f"slow?seconds=2&file=p{n % 3}.jpg&n={n}")]) for n in range(12)
     ]
     request_id = request_id_of(imgbatch("submit", str(csv_file(tmp_path, slow)), server=svc.url))
     run = imgbatch("cancel", request_id, server=svc.url)
@@ -355,7 +355,7 @@ def test_cancel_then_retry(svc: Service, images: ImageServer, tmp_path: Path) ->
 
     retried = imgbatch("retry", request_id, "--wait", server=svc.url)
     assert retried.code == 0, retried
-    assert "images: 20 done, 0 failed" in retried.out
+    assert "images: 12 done, 0 failed" in retried.out
     nothing = imgbatch("retry", request_id, server=svc.url)
     assert nothing.code == 1 and "(nothing_to_retry, HTTP 409)" in nothing.err
 
@@ -363,7 +363,8 @@ def test_cancel_then_retry(svc: Service, images: ImageServer, tmp_path: Path) ->
 def test_delete_refuses_a_running_request_then_removes_a_finished_one(
     svc: Service, images: ImageServer, tmp_path: Path
 ) -> None:
-    slow = [(f"Slow {n}", [images.url(f"slow?seconds=1&file=p0.jpg&d={n}")]) for n in range(6)]
+    # 10 images of 3 s on 2 worker slots: running for 15 s, however slow a CLI start is.
+    slow = [(f"Slow {n}", [images.url(f"slow?seconds=3&file=p0.jpg&d={n}")]) for n in range(10)]
     request_id = request_id_of(imgbatch("submit", str(csv_file(tmp_path, slow)), server=svc.url))
     running = imgbatch("delete", request_id, server=svc.url)
     assert running.code == 1 and "(not_finished, HTTP 409)" in running.err
