@@ -21,7 +21,7 @@ def test_default_quality_is_an_integer_or_auto(monkeypatch: pytest.MonkeyPatch) 
     assert settings(monkeypatch).default_quality == 50
     assert settings(monkeypatch, default_quality="72").default_quality == 72
     assert settings(monkeypatch, default_quality=" Auto ").default_quality == "auto"
-    for bad in ("0", "101", "best", "7.5"):
+    for bad in ("0", "101", "best", "7.5", "+50", "5_0", "\u0665\u0660"):
         with pytest.raises(ValidationError, match="1 to 100, or auto"):
             settings(monkeypatch, default_quality=bad)
 

@@ -108,7 +108,6 @@ def test_metadata_addresses_stay_refused_with_the_flag(ip: str, reason: str, ser
     ("ip", "entry"),
     [
         ("169.254.169.254", "169.254.169.254"),
-        ("169.254.169.254", "169.254.0.0/16"),
         ("fe80::1", "fe80::/10"),
         ("fd00:ec2::254", "fd00:ec2::254"),
         ("169.254.169.254", "metadata.google.internal"),
@@ -121,9 +120,18 @@ def test_an_allowed_hosts_entry_naming_them_opens_them(ip: str, entry: str) -> N
     check_address(ip_address(ip), "metadata.google.internal", without_flag, 8080)
 
 
-def test_a_private_range_entry_does_not_open_metadata_inside_it() -> None:
-    policy = AddressPolicy(allow_private=True, allowed_hosts=("10.0.0.0/8",))
-    refusal("100.100.100.200", policy=policy)
+@pytest.mark.parametrize(
+    ("ip", "entry"),
+    [
+        ("100.100.100.200", "100.64.0.0/10"),  # CGNAT, as Tailscale users allow it
+        ("169.254.169.254", "169.254.0.0/16"),  # link-local opened, its metadata address not
+        ("fd00:ec2::254", "fd00::/8"),
+    ],
+)
+def test_a_range_entry_does_not_open_a_metadata_address_inside_it(ip: str, entry: str) -> None:
+    for flag in (True, False):
+        policy = AddressPolicy(allow_private=flag, allowed_hosts=(entry,))
+        assert "metadata service" in refusal(ip, policy=policy)
 
 
 def test_the_flag_keeps_the_port_list_for_public_addresses() -> None:

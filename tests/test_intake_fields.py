@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from imgbatch.errors import ApiError
-from imgbatch.intake import accepted_fields, upload_options
+from imgbatch.intake import accepted_fields, parse_quality, upload_options
 
 FORM, QUERY = "form field", "query parameter"
 
@@ -57,3 +57,18 @@ def test_an_option_with_two_values_is_refused() -> None:
 
 def test_nothing_received_is_no_option() -> None:
     assert upload_options([]) == {}
+
+
+@pytest.mark.parametrize(
+    "value", ["+50", "5_0", "\u0665\u0660", " 50.0", "0x32", "-1", "101", "best"]
+)
+def test_quality_takes_plain_ascii_digits_only(value: str) -> None:
+    with pytest.raises(ApiError) as info:
+        parse_quality(value, 50)
+    assert (info.value.status, info.value.code) == (400, "bad_field")
+
+
+def test_quality_accepts_its_range_and_auto() -> None:
+    assert parse_quality(" 72 ", 50) == 72
+    assert parse_quality("AUTO", 50) == "auto"
+    assert parse_quality("", 50) == 50

@@ -7,17 +7,18 @@ by a barrier and repeated, so both orders of the conditional updates happen.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from imgbatch import jobs, ledger
 from imgbatch.context import Context
 from imgbatch.errors import ApiError
-from imgbatch.ledger import Image
+from imgbatch.ledger import Image, Request, utcnow
 from imgbatch.ledger import statuses as st
 from support.lifecycle import (
     deliveries,
@@ -100,6 +101,16 @@ def test_a_large_cancel_works_in_batches_and_can_be_finished_later(ctx: Context)
     assert ledger.cancelling_request_ids(ctx.db) == []
 
 
+def test_no_image_starts_once_a_cancel_is_accepted(ctx: Context) -> None:
+    """Between the cancel's acceptance and its last batch, queued jobs (and the sweeper's
+    re-queued expired leases) are no-ops: the claim sees the request's cancel."""
+    request_id, ids = new_request(ctx, 3)
+    assert ledger.request_cancel(ctx.db, request_id)  # accepted; no batch has run yet
+    assert image_statuses(ctx, request_id) == {"pending": 3}
+    assert ledger.claim_images(ctx.db, ids, lease_seconds=60) == []
+    assert image_statuses(ctx, request_id) == {"pending": 3}
+
+
 def test_two_concurrent_cancels_have_one_winner(ctx: Context) -> None:
     for _ in range(10):
         request_id, ids = new_request(ctx, 40)
@@ -173,6 +184,24 @@ def test_retry_by_codes_runs_the_request_again_with_a_new_event(ctx: Context) ->
     assert [run for run, _, _ in events] == [1, 2]
     assert events[0][1] != events[1][1]  # a new webhook-id for the new event
     assert '"succeeded":5' in events[1][2]
+
+
+def test_an_old_request_retried_a_moment_ago_is_left_to_its_own_enqueue(ctx: Context) -> None:
+    """The sweeper's fast path for lost enqueues waits out its grace from the retry, not
+    from the upload: else it re-enqueues every image while the API is still enqueueing."""
+    request_id, _ = finished_with_failures(ctx)
+    with ctx.db.session() as session:
+        session.execute(
+            update(Request)
+            .where(Request.id == request_id)
+            .values(created_at=utcnow() - timedelta(days=1))
+        )
+    outcome = ledger.retry_request(ctx.db, request_id, None)  # the enqueue has not run yet
+    assert outcome.image_ids
+    grace = utcnow() - timedelta(seconds=10)
+    assert request_id not in ledger.unenqueued_requests(ctx.db, grace)
+    later = utcnow() + timedelta(seconds=1)  # once the grace has passed, it is found
+    assert request_id in ledger.unenqueued_requests(ctx.db, later)
 
 
 def test_retry_refuses_unfinished_requests_and_empty_selections(ctx: Context) -> None:

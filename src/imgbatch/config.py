@@ -174,7 +174,7 @@ class Settings(BaseSettings):
         text = str(value).strip().lower()
         if text == "auto":
             return "auto"
-        if not text.isdigit() or not 1 <= int(text) <= 100:
+        if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 100:
             raise ValueError("must be an integer from 1 to 100, or auto")
         return int(text)
 

@@ -504,6 +504,17 @@ def _opened_by_flag(ip: IPAddress) -> bool:
     return is_forbidden_address(ip) in OPENED_BY_ALLOW_PRIVATE and metadata_service(ip) is None
 
 
+def _names_exactly(ip: IPAddress, host: str, patterns: Sequence[str]) -> bool:
+    """Whether an entry names this very address, or the host by name: a range that merely
+    contains a metadata address (100.64.0.0/10 holds Alibaba's) never opens it."""
+    if parse_host_ip(host) is None and host_matches(host, patterns):
+        return True
+    single = [
+        p for p in patterns if (n := _pattern_network(p)) is not None and n.num_addresses == 1
+    ]
+    return _ip_matches(ip, single)
+
+
 def check_address(ip: IPAddress, host: str, policy: AddressPolicy, port: int | None = None) -> None:
     """Raise ImageFailure("blocked_address") if `host` may not be reached at `ip` (and `port`).
 
@@ -511,11 +522,14 @@ def check_address(ip: IPAddress, host: str, policy: AddressPolicy, port: int | N
     `allow_private`, a port outside `allowed_ports` is fine on an opened
     address and refused on a public one.
     """
-    if policy.host_allowed(host) or _ip_matches(ip, policy.allowed_hosts):
+    service = metadata_service(ip)
+    if service is None:
+        if policy.host_allowed(host) or _ip_matches(ip, policy.allowed_hosts):
+            return
+    elif _names_exactly(ip, host, policy.allowed_hosts):
         return
     shown = host if host == str(ip) else f"{host} ({ip})"
     reason = is_forbidden_address(ip)
-    service = metadata_service(ip)
     if service is not None:
         raise ImageFailure(
             "blocked_address",

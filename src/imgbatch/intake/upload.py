@@ -75,15 +75,11 @@ def parse_quality(value: str | int | None, default: int | str) -> int | str:
         return default
     if isinstance(value, str) and value.strip().lower() == AUTO:
         return AUTO
-    try:
-        quality = int(value)
-    except (TypeError, ValueError):
-        raise ApiError(
-            400, "bad_field", "quality must be an integer from 1 to 100, or auto"
-        ) from None
-    if not 1 <= quality <= 100:
+    text = str(value).strip()
+    # ASCII digits only, as for the box sides: int() would also take "+50", "5_0" and Arabic-Indic digits
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 100:
         raise ApiError(400, "bad_field", "quality must be an integer from 1 to 100, or auto")
-    return quality
+    return int(text)
 
 
 def parse_side(name: str, value: str | int | None, default: int | None) -> int | None:

@@ -94,6 +94,8 @@ _CLAIMABLE = and_(
     or_(_images.c.retry_at.is_(None), _images.c.retry_at <= _now),
     # a repeated URL's later position is never fetched: its source's result settles it
     _images.c.source_image_id.is_(None),
+    # a cancel is accepted before its batches reach every image: none starts meanwhile
+    ~exists().where(_requests.c.id == _images.c.request_id, _requests.c.cancelled_at.is_not(None)),
 )
 _CLAIM = (
     update(_images)

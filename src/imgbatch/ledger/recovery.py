@@ -183,14 +183,16 @@ def requeue_due(db: Database, limit: int, batch: int = SWEEP_BATCH) -> Iterator[
 
 
 def unenqueued_requests(db: Database, created_before: datetime) -> list[str]:
-    """Requests committed before `created_before` whose upload never finished enqueueing."""
+    """Requests whose enqueue (an upload's, or a retry's) never finished, though it began
+    before `created_before`: `updated_at`, which a retry sets, not `created_at`, so an old
+    request retried a moment ago is left to the retry's own enqueue."""
     with db.connection() as conn:
         return list(
             conn.execute(
                 select(_requests.c.id)
                 .where(
                     _requests.c.enqueued.is_(False),
-                    _requests.c.created_at < created_before,
+                    _requests.c.updated_at < created_before,
                     _requests.c.status != st.RECEIVING,  # its upload is still writing it
                 )
                 .order_by(_requests.c.created_at)
