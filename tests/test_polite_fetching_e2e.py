@@ -2,6 +2,11 @@
 
 - a request's repeated URL is downloaded once: the host's request log shows one GET
   per distinct URL, while status, output CSV and savings count every position;
+- at most IMGBATCH_FETCH_PER_HOST downloads per host are in flight, whatever the number
+  of worker processes (the host counts the requests it is answering at once);
+- a host answering `429 Retry-After: 2` cools down: its images go back to the queue
+  (no worker slot sleeps: with one slot, the other host's images all finish first),
+  the host sees no request while it cools, and every image ends `done`.
 """
 
 from __future__ import annotations
@@ -10,11 +15,14 @@ import collections
 import csv
 import io
 import json
+import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from support.databases import query
 from support.imageserver import ImageServer
 from support.service import Service, http, products_csv
 
@@ -96,3 +104,65 @@ def test_a_repeated_url_is_downloaded_once_and_counted_at_every_position(
         json.loads(http("GET", f"{svc.url}/api/status/{request_id}")[2])["progress"]["percent"]
         == 100.0
     )
+
+
+@pytest.mark.parametrize(("per_host", "expected"), [("2", 2), ("0", None)])
+def test_downloads_in_flight_per_host_stay_within_the_limit_across_worker_processes(
+    tmp_path: Path, host: ImageServer, per_host: str, expected: int | None
+) -> None:
+    """Two worker processes of three job processes each: six would download at once."""
+    urls = [host.url(f"/slow?seconds=0.3&file=photo{i % 6}.jpg&n={i}") for i in range(18)]
+    with Service(tmp_path / "data", env={"IMGBATCH_FETCH_PER_HOST": per_host}) as svc:
+        svc.start(workers=2, concurrency=3)
+        request_id = submit(svc, [(f"P{i}", [url]) for i, url in enumerate(urls)])
+        assert svc.wait_final(request_id)["status"] == "completed"
+    if expected is not None:
+        assert host.most_in_flight == expected  # never above the limit, and reached
+    else:  # without a limit the same run goes past it: the limit is what holds it
+        assert host.most_in_flight > 2
+
+
+def test_a_throttling_host_cools_down_while_other_hosts_images_go_on(
+    tmp_path: Path, host: ImageServer, image_dir: Path
+) -> None:
+    env = {"IMGBATCH_RETRY_DELAY_SECONDS": "1"}
+    with ImageServer(image_dir) as other, Service(tmp_path / "data", env=env) as svc:
+        svc.start(workers=1, concurrency=1)  # one worker slot: a sleep in it would stall all
+        throttled = [host.url(f"/throttle/photo{i}.jpg?first=2&retry_after=2") for i in range(4)]
+        fine = [other.url(f"/photo{i}.jpg") for i in range(4)]
+        rows = [(f"P{i}", [a, b]) for i, (a, b) in enumerate(zip(throttled, fine, strict=True))]
+        request_id = submit(svc, rows)
+        cooling_seen = False
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not cooling_seen:
+            metrics = http("GET", f"{svc.url}/metrics")[2].decode()
+            origin = f"http://127.0.0.1:{host.port}"
+            cooling_seen = "imgbatch_fetch_hosts_cooling 1.0" in metrics and (
+                f'imgbatch_fetch_host_cooldown_seconds{{host="{origin}"}}' in metrics
+            )
+            time.sleep(0.05)
+        assert cooling_seen, "the cool-down never showed in /metrics"
+        doc = svc.wait_final(request_id)
+        assert doc["status"] == "completed", doc["products"]
+        assert all(i["status"] == "done" for p in doc["products"] for i in p["images"])
+
+        rows_by_url = {
+            url: finished
+            for url, finished in query(
+                f"sqlite:///{tmp_path / 'data' / 'imgbatch.db'}",
+                "SELECT input_url, finished_at FROM images WHERE request_id = :r",
+                r=request_id,
+            )
+        }
+        assert max(rows_by_url[u] for u in fine) < min(rows_by_url[u] for u in throttled)
+
+        # two 429s, then one GET per image: nothing was asked while the host cooled down
+        assert len(host.requests) == 2 + 4, host.requests
+        assert len(other.requests) == 4
+        logs = svc.logs()
+        origin = f"http://127.0.0.1:{host.port}"
+        assert len(re.findall(rf"image host {re.escape(origin)} cooling down for", logs)) == 2
+        assert f"image host http://127.0.0.1:{other.port} cooling" not in logs
+        metrics = http("GET", f"{svc.url}/metrics")[2].decode()
+        given = re.search(r'imgbatch_images_given_back_total\{backend="fetch"\} (\d+)', metrics)
+        assert given is not None and int(given.group(1)) >= 4, metrics

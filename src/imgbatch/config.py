@@ -148,6 +148,12 @@ class Settings(BaseSettings):
     retry_delay_seconds: float = Field(default=5.0, gt=0)
     retry_max_delay_seconds: float = Field(default=120.0, gt=0)
     storage_retry_seconds: float = Field(default=900.0, ge=0)
+    # An image host in trouble (429/503 with Retry-After, unreachable): its images go back
+    # to the queue while it cools down, and fail `upstream` only after this long.
+    fetch_retry_seconds: float = Field(default=600.0, ge=0)
+    # Downloads in flight per image host, shared by every worker process of a machine
+    # (fetching.hosts); 0: no limit.
+    fetch_per_host: int = Field(default=8, ge=0, le=1024)
     # Final requests are deleted (objects, then rows) this many days after they finished;
     # 0 keeps them forever. Fractions are allowed (0.5 = 12 hours).
     retention_days: float = Field(default=0.0, ge=0)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from imgbatch.config import Settings
-from imgbatch.fetching import AddressPolicy, Fetcher, FetchLimits
+from imgbatch.fetching import AddressPolicy, Fetcher, FetchLimits, HostBoard
 from imgbatch.ledger import Database
 from imgbatch.queue import JobQueue
 from imgbatch.storage import Storage, open_storage
@@ -36,7 +36,20 @@ class Context:
 
     @cached_property
     def fetcher(self) -> Fetcher:
-        return Fetcher(self.policy, FetchLimits.from_settings(self.settings))
+        return Fetcher(self.policy, FetchLimits.from_settings(self.settings), hosts=self.hosts)
+
+    @cached_property
+    def hosts(self) -> HostBoard:
+        """Per-host slots and cool-downs, shared with every process using this data dir."""
+        s = self.settings
+        return HostBoard(
+            s.data_dir.resolve() / "hosts",
+            s.fetch_per_host,
+            first_delay=s.retry_delay_seconds,
+            max_delay=s.retry_max_delay_seconds,
+            longest=max(s.fetch_retry_seconds, 1.0),
+            slot_wait=s.fetch_total_timeout,
+        )
 
     @cached_property
     def queue(self) -> JobQueue:

@@ -53,17 +53,25 @@ class BackendFault(Exception):
 
     The work goes back (the image is released to `pending` with a delay that does not
     count as an attempt) and is retried with exponential back-off for a bounded time,
-    `IMGBATCH_<KIND>_RETRY_SECONDS`; only then does the image fail, with `kind` as its
-    code and `message` as the last error. `delay` is the backend's own hint (a
+    `IMGBATCH_<KIND>_RETRY_SECONDS`; only then does the image fail, with `code` (the
+    kind unless given: an image host's trouble ends as `upstream` or `timeout`) and
+    `message` as the last error. `delay` is the backend's own hint (a
     `Retry-After`, a host's cool-down) when it gave one: the next try waits at least that.
     Kinds: `storage`, `database`, `queue` (and `fetch` for image hosts).
     """
 
     def __init__(
-        self, kind: str, message: str, *, delay: float | None = None, detail: str | None = None
+        self,
+        kind: str,
+        message: str,
+        *,
+        delay: float | None = None,
+        detail: str | None = None,
+        code: str | None = None,
     ) -> None:
         super().__init__(message)
         self.kind = kind
+        self.code = code or kind  # the image's code if it finally fails (`fetch` → `upstream`)
         self.message = message  # what clients may read (it becomes the image's error)
         self.delay = delay
         self.detail = detail or message  # what the log gets: paths, hosts, exception text

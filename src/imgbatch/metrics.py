@@ -36,6 +36,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 if TYPE_CHECKING:
     from imgbatch.context import Context
+    from imgbatch.fetching import HostBoard
 
 log = logging.getLogger(__name__)
 
@@ -264,15 +265,53 @@ class _LedgerCollector:
         yield up
 
 
+# --- image hosts cooling down on this node ---------------------------------------------
+
+MAX_HOST_LABELS = 100  # per-host series at most; the count is always exact
+
+
+class _HostsCollector:
+    """Image hosts in a cool-down on this node, read from `fetching.hosts` at each scrape."""
+
+    def __init__(self, board: HostBoard) -> None:
+        self._board = board
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            cooling = self._board.cooling()
+        except OSError as exc:
+            log.warning("metrics: cannot read the image hosts' state: %s", exc)
+            return
+        yield GaugeMetricFamily(
+            "imgbatch_fetch_hosts_cooling",
+            "Image hosts in a cool-down on this node (throttled or unreachable): their images "
+            "wait in the queue.",
+            len(cooling),
+        )
+        left = GaugeMetricFamily(
+            "imgbatch_fetch_host_cooldown_seconds",
+            f"Seconds of cool-down left per image host (the first {MAX_HOST_LABELS}).",
+            labels=["host"],
+        )
+        for state in cooling[:MAX_HOST_LABELS]:
+            left.add_metric([state.origin], round(state.left(), 1))
+        yield left
+
+
 def render(ctx: Context) -> bytes:
     """The Prometheus text exposition for an API process: node counters plus ledger gauges."""
     registry = _node_registry()
     registry.register(_LedgerCollector(ctx))
+    registry.register(_HostsCollector(ctx.hosts))
     return generate_latest(registry)
 
 
-def start_http_server(port: int, host: str = "127.0.0.1") -> None:
-    """Serve this node's counters on `host:port/metrics` (for machines that run workers only)."""
+def start_http_server(port: int, host: str = "127.0.0.1", board: HostBoard | None = None) -> None:
+    """Serve this node's counters (and hosts cooling down) on `host:port/metrics`, for
+    machines that run workers only."""
     from prometheus_client import start_http_server as serve
 
-    serve(port, addr=host, registry=_node_registry())
+    registry = _node_registry()
+    if board is not None:
+        registry.register(_HostsCollector(board))
+    serve(port, addr=host, registry=registry)

@@ -12,6 +12,8 @@ Routes (any method unless noted; query parameters in brackets):
     /drip?seconds=S&chunks=N        headers at once, then N bytes spread over S seconds
     /redirect?to=URL[&status=302]   a redirect to URL
     /flaky/<file>?fail=N[&status=503&retry_after=S]   fails N times, then the file
+    /throttle/<file>?first=N[&status=429&retry_after=S]   the server's first N throttle
+                                    requests (all files together) fail, then the file
     /big?bytes=N[&length=M|none]    N bytes; Content-Length M (a lie when M != N) or none
     /text                           a text/plain body
     POST to any other path          200 "ok" (a webhook receiver)
@@ -106,6 +108,13 @@ class _Handler(BaseHTTPRequestHandler):
         owner._record(
             ReceivedRequest(self.command, self.path, {k: v for k, v in self.headers.items()}, body)
         )
+        owner._enter()
+        try:
+            self._route()
+        finally:
+            owner._leave()
+
+    def _route(self) -> None:
         url = urlsplit(self.path)
         query = {key: values[-1] for key, values in parse_qs(url.query).items()}
         route, _, rest = url.path.lstrip("/").partition("/")
@@ -191,6 +200,13 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._file(rest)
 
+    def _route_throttle(self, rest: str, query: dict[str, str]) -> None:
+        if self.server.owner._count("throttle") <= int(query.get("first", "1")):
+            headers = {"Retry-After": query["retry_after"]} if "retry_after" in query else {}
+            self._send(int(query.get("status", "429")), b"slow down\n", headers=headers)
+        else:
+            self._file(rest)
+
     def _route_big(self, rest: str, query: dict[str, str]) -> None:
         size = int(query.get("bytes", str(1024 * 1024)))
         length = query.get("length", str(size))
@@ -221,7 +237,8 @@ class ImageServer:
 
     Use as a context manager, or `start()` / `stop()`. `requests` lists the
     request targets (path and query) in arrival order; `received` has methods,
-    headers and bodies too; `connections` counts TCP connections accepted.
+    headers and bodies too; `connections` counts TCP connections accepted;
+    `most_in_flight` is the most requests it was answering at once.
     Pass `ssl_context` (a server-side context) to serve https.
     """
 
@@ -238,6 +255,8 @@ class ImageServer:
         self.requests: list[str] = []
         self.received: list[ReceivedRequest] = []
         self.connections = 0
+        self.in_flight = 0
+        self.most_in_flight = 0
         self._lock = threading.Lock()
         self._counters: dict[str, int] = {}
         self._open: set[socket.socket] = set()
@@ -302,6 +321,7 @@ class ImageServer:
             self.requests.clear()
             self.received.clear()
             self._counters.clear()
+            self.most_in_flight = self.in_flight
 
     def __enter__(self) -> ImageServer:
         return self.start()
@@ -320,6 +340,15 @@ class ImageServer:
         with self._lock:
             self.requests.append(request.path)
             self.received.append(request)
+
+    def _enter(self) -> None:
+        with self._lock:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+
+    def _leave(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
 
     def _count(self, key: str) -> int:
         with self._lock:

@@ -2,7 +2,8 @@
 
 Holds: `addresses` (pure: URL parsing and address classification, the SSRF rules),
 `client` (`Fetcher`: resolve once, connect to the checked address, check every redirect, cap
-bytes and time), `pools` (connection pools pinned to checked addresses), `deadline` (a
+bytes and time), `hosts` (per-host download slots and cool-downs shared by a machine's
+processes), `pools` (connection pools pinned to checked addresses), `deadline` (a
 watchdog for whole-download deadlines) and `failures` (HTTP and transport errors → the image's
 typed failure codes).
 May import: urllib3, the pure core, `imgbatch.errors`/`imgbatch.config`. Never the ledger,
@@ -25,6 +26,7 @@ from .addresses import (
     url_key,
 )
 from .client import Fetcher, FetchLimits, check_webhook_url
+from .hosts import HostBoard, HostState
 
 __all__ = [
     "METADATA_ADDRESSES",
@@ -32,6 +34,8 @@ __all__ = [
     "AddressPolicy",
     "FetchLimits",
     "Fetcher",
+    "HostBoard",
+    "HostState",
     "check_address",
     "check_url",
     "check_webhook_url",

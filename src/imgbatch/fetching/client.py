@@ -28,7 +28,7 @@ from urllib3 import BaseHTTPResponse, Timeout
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError
 
 from imgbatch import __version__
-from imgbatch.errors import ImageFailure
+from imgbatch.errors import BackendFault, ImageFailure
 
 from .addresses import (
     AddressPolicy,
@@ -39,7 +39,8 @@ from .addresses import (
     parse_host_ip,
 )
 from .deadline import Guard, Watchdog
-from .failures import status_failure, transport_failure
+from .failures import StatusFailure, host_trouble, status_failure, transport_failure
+from .hosts import HostBoard, HostState, SlotTimeout
 from .pools import PinnedPools
 
 log = logging.getLogger(__name__)
@@ -170,11 +171,13 @@ class Fetcher:
         user_agent: str = f"imgbatch/{__version__}",
         *,
         ca_certs: str | None = None,
+        hosts: HostBoard | None = None,
     ) -> None:
         self.policy = policy
         self.limits = limits
         self.user_agent = user_agent
         self._resolver = resolver or system_resolver
+        self.hosts = hosts
         self._pools = PinnedPools(ca_certs)
         self._watchdog = Watchdog()
 
@@ -186,15 +189,53 @@ class Fetcher:
         Raises ImageFailure: bad_url, blocked_address, not_found (404/410),
         upstream (other statuses, redirects, connection errors), timeout,
         too_large. Transient ones carry `retryable=True`.
+
+        With a `HostBoard` (`hosts`), the fetch is polite and a host's trouble is not
+        waited out in place: a host cooling down, throttling (429, 503 + Retry-After)
+        or unreachable raises `BackendFault("fetch")` at once, with the cool-down as
+        its delay, so the caller gives the image back and goes on with other hosts.
+        At most `hosts.per_host` fetches per host run at once on the machine.
         """
+        if self.hosts is None:
+            return self._fetch(url, polite=False)
+        first = check_url(url, self.policy)
+        origin = first.origin
+        seen = self.hosts.state(origin)
+        if seen.left() > 0:
+            raise _cooling(origin, seen)
+        try:
+            with self.hosts.slot(origin):
+                result = self._fetch(url, polite=True, first=first)
+        except SlotTimeout as busy:
+            raise BackendFault("fetch", str(busy), code="upstream") from None
+        except ImageFailure as failure:
+            trouble = host_trouble(failure)
+            if trouble is None:
+                if isinstance(failure, StatusFailure):
+                    self.hosts.answered(origin, seen)  # it answered, about this image
+                raise
+            kind, seconds = trouble
+            if kind == "throttled":
+                state = self.hosts.throttled(origin, seconds or 0.0, failure.message)
+            else:
+                state = self.hosts.unreachable(origin, failure.message)
+            raise BackendFault(
+                "fetch", failure.message, delay=state.left() or None, code=failure.code
+            ) from failure
+        self.hosts.answered(origin, seen)
+        return result
+
+    def _fetch(self, url: str, *, polite: bool, first: ParsedTarget | None = None) -> FetchResult:
         deadline = time.monotonic() + self.limits.total_timeout
         attempt = 0
         while True:
             attempt += 1
             try:
-                data, content_type, final_url = self._fetch_once(url, deadline)
+                data, content_type, final_url = self._fetch_once(url, deadline, first)
                 return FetchResult(data, content_type, final_url, attempt)
             except ImageFailure as failure:
+                if polite and host_trouble(failure) is not None:
+                    raise  # the host's trouble: given back, never slept on in a worker slot
                 delay = self._backoff(attempt, failure)
                 if delay is None or time.monotonic() + delay >= deadline:
                     if attempt > 1:
@@ -249,10 +290,13 @@ class Fetcher:
 
     # --- one attempt ----------------------------------------------------------------------
 
-    def _fetch_once(self, url: str, deadline: float) -> tuple[bytes, str | None, str]:
+    def _fetch_once(
+        self, url: str, deadline: float, first: ParsedTarget | None = None
+    ) -> tuple[bytes, str | None, str]:
         current = url
-        for _ in range(self.limits.max_redirects + 1):
-            target = check_url(current, self.policy)
+        for hop in range(self.limits.max_redirects + 1):
+            # the first hop's URL was checked by the caller (when given): no second parse
+            target = first if hop == 0 and first is not None else check_url(current, self.policy)
             addresses = resolve_checked(target, self.policy, self._resolver)
             headers = {
                 "Host": target.authority,
@@ -402,3 +446,13 @@ class Fetcher:
                 return None
             delay = max(delay, retry_after)
         return delay
+
+
+def _cooling(origin: str, state: HostState) -> BackendFault:
+    left = state.left()
+    return BackendFault(
+        "fetch",
+        f"{origin} is cooling down for {left:.0f} s more ({state.reason})",
+        delay=left,
+        code="upstream",
+    )

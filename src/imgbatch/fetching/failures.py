@@ -24,21 +24,61 @@ from imgbatch.errors import ImageFailure
 
 
 class StatusFailure(ImageFailure):
-    """An HTTP status failure; carries the server's Retry-After, if any."""
+    """An HTTP status failure; carries the status and the server's Retry-After, if any."""
 
-    def __init__(self, code: str, message: str, *, retryable: bool, retry_after: float | None):
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        retryable: bool,
+        retry_after: float | None,
+        status: int = 0,
+    ):
         super().__init__(code, message, retryable=retryable)
         self.retry_after = retry_after
+        self.status = status
+
+
+class ConnectFailure(ImageFailure):
+    """No connection could be made (refused, unreachable, connect timeout): the host is down."""
+
+
+# A 429 without Retry-After still asks us to slow down: the host cools this long.
+THROTTLE_SECONDS = 5.0
+
+
+def host_trouble(failure: ImageFailure) -> tuple[str, float | None] | None:
+    """Whether a failure is the host's trouble rather than the image's, and of which kind.
+
+    ("throttled", seconds): a 429 (with or without Retry-After) or a 503 with Retry-After:
+    the host asked us to come back later. ("unreachable", None): no connection could be
+    made. None otherwise: the host answered, and the answer is about the image (a 404, a
+    503 without Retry-After retried as before, a body too large...).
+    """
+    if isinstance(failure, StatusFailure):
+        if failure.status == 429:
+            return "throttled", failure.retry_after or THROTTLE_SECONDS
+        if failure.status == 503 and failure.retry_after is not None:
+            return "throttled", failure.retry_after
+        return None
+    if isinstance(failure, ConnectFailure):
+        return "unreachable", None
+    return None
 
 
 def status_failure(status: int, host: str, retry_after: str | None) -> StatusFailure:
     """The failure for a non-2xx, non-redirect `status`; 404/410 are final, 429/5xx transient."""
     message = f"HTTP {status} from {host}"
     if status in (404, 410):
-        return StatusFailure("not_found", message, retryable=False, retry_after=None)
+        return StatusFailure("not_found", message, retryable=False, retry_after=None, status=status)
     transient = status == 429 or status >= 500
     return StatusFailure(
-        "upstream", message, retryable=transient, retry_after=_retry_after(retry_after)
+        "upstream",
+        message,
+        retryable=transient,
+        retry_after=_retry_after(retry_after),
+        status=status,
     )
 
 
@@ -52,9 +92,11 @@ def transport_failure(
     if expired:
         return ImageFailure("timeout", f"timed out after {limit:g}s {doing} {host}", retryable=True)
     if isinstance(exc, NewConnectionError):
-        return ImageFailure("upstream", f"cannot connect to {host}: {_reason(exc)}", retryable=True)
+        return ConnectFailure(
+            "upstream", f"cannot connect to {host}: {_reason(exc)}", retryable=True
+        )
     if isinstance(exc, ConnectTimeoutError):
-        return ImageFailure("timeout", f"connect timeout {doing} {host}", retryable=True)
+        return ConnectFailure("timeout", f"connect timeout {doing} {host}", retryable=True)
     if isinstance(exc, ReadTimeoutError):
         return ImageFailure("timeout", f"read timeout {doing} {host}", retryable=True)
     if isinstance(exc, SSLError):

@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 # Backends every job needs: while one is down, the process pauses taking jobs.
 PAUSING = frozenset({"storage", "database"})
+# Backends that log their own outages, per host (`fetching.hosts`): one process-wide
+# "fetch unavailable" line would name whichever host came first and never end.
+SELF_LOGGED = frozenset({"fetch"})
 
 
 class BackendGate:
@@ -47,7 +50,10 @@ class BackendGate:
         Returns the pause (0 for a backend that does not pause the process).
         """
         metrics.backend_fault(backend, given_back)
-        self._log(backend).down(error, "images go back to the queue and are retried with back-off")
+        if backend not in SELF_LOGGED:
+            self._log(backend).down(
+                error, "images go back to the queue and are retried with back-off"
+            )
         if backend not in PAUSING:
             return 0.0
         with self._lock:

@@ -144,7 +144,7 @@ def _process(ctx: Context, claimed: ClaimedImage, leases: _Leases) -> _Outcome |
 def _failed(claimed: ClaimedImage, exc: Exception, started: float) -> _Outcome:
     extra = {"request_id": claimed.request_id, "image_id": claimed.id}
     if isinstance(exc, BackendFault):  # not the image's fault: it goes back (`giveback`)
-        result = ImageResult.failed(exc.kind, exc.message)
+        result = ImageResult.failed(exc.code, exc.message)
         return _Outcome(claimed, result, time.perf_counter() - started, fault=exc)
     if isinstance(exc, ImageFailure):
         cause = exc.__cause__ if exc.code == "internal" else None  # e.g. the encoder's words

@@ -75,7 +75,7 @@ def run_worker(
         if metrics_port:  # after the workers forked: they must not inherit the listening socket
             from imgbatch.metrics import start_http_server
 
-            start_http_server(metrics_port, settings.host)
+            start_http_server(metrics_port, settings.host, ctx.hosts)
         log.info(
             "worker started: %d %s workers, queue %s",
             workers,
