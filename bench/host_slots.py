@@ -153,6 +153,10 @@ def main() -> None:
                 without.append(client_cpu_ms(plain, url, args.downloads))
                 with_board.append(client_cpu_ms(polite, url, args.downloads))
             a, b = statistics.median(without), statistics.median(with_board)
+            diffs = [w - o for o, w in zip(without, with_board, strict=True)]
+            print("  runs without:", " ".join(f"{x:.3f}" for x in without))
+            print("  runs with:   ", " ".join(f"{x:.3f}" for x in with_board))
+            print(f"  paired differences, median: {statistics.median(diffs) * 1000:+.1f} µs")
             print(
                 f"client CPU per download of {size / 1e6:.1f} MB: {a:.3f} ms without a board, "
                 f"{b:.3f} ms with ({(b - a) * 1000:+.1f} µs, {args.repeat} runs of "
