@@ -18,7 +18,9 @@ def test_kill_worker_mid_request(tmp_path: Path, image_server: ImageServer) -> N
     writer.writerow(["S. No.", "Product Name", "Input Image Urls"])
     # Slow images keep the worker busy, so the kill lands mid-request with images in flight.
     for i in range(1, 13):
-        writer.writerow([i, f"P{i}", image_server.url(f"/slow?seconds=0.5&file=photo{i % 6}.jpg")])
+        # `n` keeps the URLs distinct: a repeated URL would be fetched and stored once.
+        url = image_server.url(f"/slow?seconds=0.5&file=photo{i % 6}.jpg&n={i}")
+        writer.writerow([i, f"P{i}", url])
     with Service(tmp_path / "data") as service:
         service.start(workers=1, concurrency=2)
         status, answer = service.upload(out.getvalue().encode())
