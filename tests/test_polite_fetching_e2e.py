@@ -111,7 +111,7 @@ def test_downloads_in_flight_per_host_stay_within_the_limit_across_worker_proces
     tmp_path: Path, host: ImageServer, per_host: str, expected: int | None
 ) -> None:
     """Two worker processes of three job processes each: six would download at once."""
-    urls = [host.url(f"/slow?seconds=0.3&file=photo{i % 6}.jpg&n={i}") for i in range(18)]
+    urls = [host.url(f"/slow?seconds=0.6&file=photo{i % 6}.jpg&n={i}") for i in range(18)]
     with Service(tmp_path / "data", env={"IMGBATCH_FETCH_PER_HOST": per_host}) as svc:
         svc.start(workers=2, concurrency=3)
         request_id = submit(svc, [(f"P{i}", [url]) for i, url in enumerate(urls)])
