@@ -21,12 +21,14 @@ from typing import Any
 import pytest
 from PIL import Image as PILImage
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
 from imgbatch import ledger
 from imgbatch.catalogue import ProductRow
 from imgbatch.config import Settings
 from imgbatch.context import Context
 from imgbatch.jobs import pipeline
+from imgbatch.jobs.gate import process_gate
 from imgbatch.ledger import Database, Image, Request, WebhookDelivery, upgrade, utcnow
 from imgbatch.ledger import statuses as st
 from support.databases import add_request, expire_lease, sqlite_url
@@ -375,3 +377,24 @@ def test_a_job_of_large_images_stores_them_before_it_ends(
     assert job.join() == [st.DONE, st.DONE]
     assert ctx.storage.list_keys(f"{RID}/") == [f"{RID}/1/0.jpg", f"{RID}/2/0.jpg"]
     assert request_row(ctx.db, RID).status == st.COMPLETED
+
+
+def test_a_database_lost_after_the_claim_pauses_the_process_and_fails_no_image(
+    make_ctx: Callable[..., Context], server: ImageServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database answers the claim, then goes away before the record: a backend's fault.
+    The job ends quietly (no traceback into the consumer), the process pauses taking jobs,
+    and the images stay claimed for the sweeper to send again once their leases run out."""
+    ctx = make_ctx()
+    ids = add_request(ctx.db, [product(1, server.url("photo0.jpg"))], RID)
+
+    def unreachable(*args: object, **kwargs: object) -> None:
+        raise OperationalError("UPDATE images", None, ConnectionRefusedError("server closed"))
+
+    monkeypatch.setattr(pipeline.ledger, "record_results", unreachable)
+    gate = process_gate()
+    assert gate.pause_left() == 0
+    assert pipeline.process_images(ctx, ids) == []
+    assert gate.pause_left() > 0
+    gate.ok("database")
+    assert [(r.status, r.error_code) for r in rows(ctx.db, ids)] == [(st.PROCESSING, None)]

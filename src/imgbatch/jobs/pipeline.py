@@ -96,6 +96,18 @@ def process_images(ctx: Context, image_ids: Sequence[int]) -> list[str]:
         _database_down(ctx, image_ids, exc)
         return []
     process_gate().ok("database")
+    try:
+        return _run(ctx, claimed)
+    except ledger.UNAVAILABLE as exc:
+        # The ledger went away after the claim: nothing can be recorded or released now.
+        # The claimed images come back when their leases run out (the sweeper); this
+        # process pauses instead of failing the next jobs at full speed.
+        process_gate().fault("database", first_line(exc), ctx.settings)
+        return []
+
+
+def _run(ctx: Context, claimed: list[ClaimedImage]) -> list[str]:
+    """Fetch, compress, store and record the claimed images of one job."""
     leases = _Leases(ctx, claimed)
     outcomes: list[_Outcome] = []
     held_bytes = 0
