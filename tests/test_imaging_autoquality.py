@@ -1,5 +1,6 @@
-"""imaging.autoquality and quality="auto" in imaging.compress: the score, the sample, the
-search (bounded, monotone in the target) and what it picks for contrasting images."""
+"""imaging.autoquality, imaging.autojpeg and quality="auto" in imaging.compress: the score,
+the sample, the search (bounded, monotone in the target), the JPEG fast path's check of the
+stored output, and what it picks for contrasting images."""
 
 from __future__ import annotations
 
@@ -11,17 +12,22 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from imgbatch.imaging import CompressOptions, compress, encoders
+from imgbatch.imaging import CompressOptions, autojpeg, compress, encoders, turbo
 from imgbatch.imaging.autoquality import (
     HIGH,
     LOW,
     MAX_RAISES,
     MAX_TRIES,
+    RAISE_STEP,
     SAMPLE_PIXELS,
     TILE,
+    Found,
     Reference,
     Scorer,
+    luma_mosaic,
+    luma_plane,
     luma_tiles,
+    mosaic,
     plan_sample,
     search,
 )
@@ -172,9 +178,8 @@ def test_every_auto_output_meets_the_target(photo: Image.Image, fmt: str) -> Non
     assert Scorer(source).score_image(result.data) >= CompressOptions().auto_target
 
 
-@pytest.mark.parametrize(("fmt", "extra"), [("jpeg", 0), ("webp", MAX_RAISES)])
-def test_auto_encodes_a_bounded_number_of_times(
-    photo: Image.Image, monkeypatch: pytest.MonkeyPatch, fmt: str, extra: int
+def test_auto_on_the_general_path_encodes_a_bounded_number_of_times(
+    photo: Image.Image, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sizes: list[tuple[int, int]] = []
     real = encoders.lossy
@@ -184,11 +189,75 @@ def test_auto_encodes_a_bounded_number_of_times(
         return real(im, f, quality, icc)
 
     monkeypatch.setattr(encoders, "lossy", counting)
-    result = compress(jpeg(photo, 95), CompressOptions(quality="auto", format=fmt))
+    result = compress(jpeg(photo, 95), CompressOptions(quality="auto", format="webp"))
     whole = [s for s in sizes if s == photo.size]
-    assert 1 <= len(whole) <= 1 + extra  # the output itself (WebP: raised at most twice)
+    assert 1 <= len(whole) <= 1 + MAX_RAISES  # the output itself, raised at most twice
     assert len(sizes) - len(whole) <= MAX_TRIES + 1  # mosaics only, each far smaller
     assert result.quality is not None
+
+
+def test_jpeg_to_jpeg_auto_takes_the_fast_path_with_bounded_encodes(
+    photo: Image.Image, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mosaics: list[tuple[int, ...]] = []
+    outputs: list[int] = []
+    real_mosaic, real_output = autojpeg.simplejpeg.encode_jpeg, turbo.encode
+
+    def mosaic_encode(pixels: np.ndarray, **kwargs: object) -> bytes:
+        mosaics.append(pixels.shape)
+        return real_mosaic(pixels, **kwargs)  # type: ignore[arg-type]
+
+    def output_encode(*args: object) -> object:
+        outputs.append(1)
+        return real_output(*args)  # type: ignore[arg-type]
+
+    def no_pillow(*args: object, **kwargs: object) -> bytes:
+        raise AssertionError("JPEG to JPEG auto should not encode through Pillow")
+
+    monkeypatch.setattr(autojpeg.simplejpeg, "encode_jpeg", mosaic_encode)
+    monkeypatch.setattr(turbo, "encode", output_encode)
+    monkeypatch.setattr(encoders, "lossy", no_pillow)
+    result = compress(jpeg(photo, 95), CompressOptions(quality="auto"))
+    assert result.format == "jpeg" and result.quality is not None
+    assert 1 <= len(mosaics) <= MAX_TRIES + 1
+    assert all(shape[0] * shape[1] <= SAMPLE_PIXELS for shape in mosaics)  # never the image
+    assert 1 <= len(outputs) <= 1 + MAX_RAISES
+
+
+def test_the_fast_path_checks_the_stored_output_and_raises_the_quality(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A search that answers too low (as a mosaic scored afresh could, by a little, against a
+    requantized output) is caught by scoring what is stored, and the quality raised."""
+    monkeypatch.setattr(autojpeg, "search", lambda measure, target: Found(LOW, 0.0))
+    source = textured()
+    result = compress(jpeg(source, 95), CompressOptions(quality="auto"))
+    assert result.quality == LOW + MAX_RAISES * RAISE_STEP  # the texture needs far more
+    honest = compress(jpeg(source, 95), CompressOptions(quality=LOW + RAISE_STEP))
+    assert Scorer(source).score_image(honest.data) < CompressOptions().auto_target
+
+
+def test_the_fast_path_meets_the_target_on_what_it_stores(photo: Image.Image) -> None:
+    for target in (0.95, 0.97, 0.985):
+        found = autojpeg.compress_auto(jpeg(photo, 95), target, 10**8)
+        assert found is not None
+        result, quality = found
+        assert not result.kept_original and LOW <= quality <= HIGH
+        assert result.route in (turbo.DCT, turbo.PIXELS)
+        stored = autojpeg.decoded_luma(result.data)
+        sample = plan_sample(*photo.size)
+        reference = Reference(
+            luma_plane(luma_mosaic(autojpeg.decoded_luma(jpeg(photo, 95)), sample), sample), sample
+        )
+        assert reference.score(luma_plane(luma_mosaic(stored, sample), sample)) >= target
+
+
+def test_the_luma_mosaic_is_the_mosaic_of_the_luma(photo: Image.Image) -> None:
+    grey = photo.convert("L")
+    for size in ((1200, 900), (1203, 907), (300, 200)):
+        im = grey.resize(size)
+        sample = plan_sample(*size)
+        assert np.array_equal(luma_mosaic(np.asarray(im), sample), np.asarray(mosaic(im, sample)))
 
 
 def test_png_and_gif_keep_their_treatment_under_auto(photo: Image.Image) -> None:

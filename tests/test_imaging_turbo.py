@@ -140,12 +140,14 @@ def test_the_fast_routes(facts: JpegFacts, with_dct: str) -> None:
         ("png", "jpeg", 50, False, False),
         ("webp", "keep", 50, False, False),
         ("jpeg", "keep", 50, True, False),  # resizing is the general path's
-        ("jpeg", "keep", "auto", False, False),  # a searched quality is the general path's
+        ("jpeg", "keep", "auto", False, True),  # searched on luma, then this path (`autojpeg`)
+        ("jpeg", "webp", "auto", False, False),
+        ("jpeg", "keep", "auto", True, False),
         ("jpeg", "keep", True, False, False),
         ("jpeg", "keep", None, False, False),
     ],
 )
-def test_applies_only_to_fixed_quality_jpeg_without_resize(
+def test_applies_only_to_jpeg_out_without_resize(
     source: str, target: str, quality: object, resize: bool, expected: bool
 ) -> None:
     assert turbo.applies(source, target, quality, resize) is expected

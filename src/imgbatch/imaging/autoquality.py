@@ -35,6 +35,8 @@ from PIL import Image
 LOW, HIGH = 30, 95  # the quality range searched
 DEFAULT_TARGET = 0.97  # chosen by looking at 100 % crops; see the README
 MAX_TRIES = 7  # mosaic encodes per image at most (bisection needs 7 over LOW..HIGH)
+CLOSE = 2  # stop when the lowest pass is this close above the highest fail
+SLOPE = -0.02  # d log(1 - score) / d quality assumed before two scores give it
 MAX_RAISES = 2  # full re-encodes when a WebP/AVIF output misses the target
 RAISE_STEP = 4
 TILE = 32  # px; a multiple of 16 keeps every tile on JPEG's 4:2:0 MCU grid
@@ -95,48 +97,82 @@ def _luma(im: Image.Image) -> Image.Image:
 
 
 def luma_tiles(tiles_im: Image.Image, sample: Sample) -> np.ndarray:
-    """Luma of `mosaic(..)` (or of the whole image) as float32 tiles (n, h, w), centred on 0."""
-    lum = np.asarray(_luma(tiles_im), dtype=np.float32) - 128.0
+    """Luma of `mosaic(..)` (or of the whole image) as a float32 plane centred on 0."""
+    return luma_plane(np.asarray(_luma(tiles_im)), sample)
+
+
+def luma_plane(grid: np.ndarray, sample: Sample) -> np.ndarray:
+    """`luma_tiles` of a mosaic's (or the whole image's) 8-bit luma plane, cropped to a
+    multiple of 4. The tiles stay where the mosaic has them: `window_mask` tells which
+    windows lie inside one, so no copy regroups them."""
+    h, w = (grid.shape[0] // 4) * 4, (grid.shape[1] // 4) * 4
+    return np.subtract(grid[:h, :w], 128.0, dtype=np.float32)
+
+
+def luma_mosaic(luma: np.ndarray, sample: Sample) -> np.ndarray:
+    """`mosaic` of an 8-bit luma plane (h, w): the same tiles in the same grid, by array
+    indexing rather than one crop and paste per tile."""
     if sample.tiles is None:
-        h, w = (lum.shape[0] // 4) * 4, (lum.shape[1] // 4) * 4
-        return lum[None, :h, :w]
-    rows, cols = lum.shape[0] // TILE, lum.shape[1] // TILE
-    tiles = lum.reshape(rows, TILE, cols, TILE).transpose(0, 2, 1, 3).reshape(-1, TILE, TILE)
-    return tiles[: len(sample.tiles)]
+        return luma
+    cells = np.lib.stride_tricks.sliding_window_view(luma, (TILE, TILE))[::TILE, ::TILE]
+    corners = np.array(sample.tiles) // TILE
+    count = len(sample.tiles)
+    grid_cols = math.ceil(math.sqrt(count))
+    grid_rows = math.ceil(count / grid_cols)
+    tiles = np.zeros((grid_rows * grid_cols, TILE, TILE), np.uint8)
+    tiles[:count] = cells[corners[:, 1], corners[:, 0]]
+    rows = tiles.reshape(grid_rows, grid_cols, TILE, TILE).swapaxes(1, 2)
+    return rows.reshape(grid_rows * TILE, grid_cols * TILE)
 
 
 def _windows(a: np.ndarray) -> np.ndarray:
-    """Sums over 8x8 windows at stride 4 of the last two axes (both multiples of 4).
+    """Sums over 8x8 windows at stride 4 of a plane (both sides multiples of 4).
 
     Sums of 4x4 cells first, by adding strided views (numpy's reductions over several
     small axes are ten times slower), then 2x2 cells per window.
     """
-    *lead, h, w = a.shape
-    s = a.reshape(*lead, h, w // 4, 4)
+    h, w = a.shape
+    s = a.reshape(h, w // 4, 4)
     s = s[..., 0] + s[..., 1] + s[..., 2] + s[..., 3]
-    s = s.reshape(*lead, h // 4, 4, w // 4)
-    c = s[..., 0, :] + s[..., 1, :] + s[..., 2, :] + s[..., 3, :]
-    return c[..., :-1, :-1] + c[..., 1:, :-1] + c[..., :-1, 1:] + c[..., 1:, 1:]
+    s = s.reshape(h // 4, 4, w // 4)
+    c = s[:, 0] + s[:, 1] + s[:, 2] + s[:, 3]
+    return c[:-1, :-1] + c[1:, :-1] + c[:-1, 1:] + c[1:, 1:]
+
+
+def window_mask(shape: tuple[int, ...], sample: Sample) -> np.ndarray | None:
+    """Which windows of a mosaic plane lie inside one sampled tile (None: all of them,
+    when the plane is the whole image). Windows across two tiles, or on the mosaic's
+    unused corner, do not count."""
+    if sample.tiles is None:
+        return None
+    per = TILE // 4  # 4x4 cells per tile side; window (i, j) covers cells i..i+1, j..j+1
+    rows, cols = np.arange(shape[0] // 4 - 1), np.arange(shape[1] // 4 - 1)
+    inside = (rows % per != per - 1)[:, None] & (cols % per != per - 1)[None, :]
+    tile = (rows // per)[:, None] * (shape[1] // TILE) + (cols // per)[None, :]
+    return inside & (tile < len(sample.tiles))
 
 
 class Reference:
     """The input's sampled luma and its window statistics, computed once per image."""
 
-    def __init__(self, tiles: np.ndarray) -> None:
-        self.tiles = tiles
-        self.usable = tiles.shape[1] >= 8 and tiles.shape[2] >= 8
+    def __init__(self, plane: np.ndarray, sample: Sample | None = None) -> None:
+        self.plane = plane
+        self.usable = plane.shape[0] >= 8 and plane.shape[1] >= 8
         if self.usable:
-            mean, squares = _windows(np.stack([tiles, tiles * tiles])) / 64.0
-            self.mean, self.var = mean, squares - mean * mean
+            self.mask = None if sample is None else window_mask(plane.shape, sample)
+            self.mean = _windows(plane) / 64.0
+            self.var = _windows(plane * plane) / 64.0 - self.mean * self.mean
 
     def score(self, cand: np.ndarray) -> float:
         """SSIM contrast-structure of `cand` against the reference, mean over the windows
         not flat in both; 1.0 when every window is flat (or the image is under 8 px)."""
         if not self.usable:
             return 1.0
-        my, yy, xy = _windows(np.stack([cand, cand * cand, self.tiles * cand])) / 64.0
+        my, yy, xy = (_windows(a) / 64.0 for a in (cand, cand * cand, self.plane * cand))
         vx, vy = self.var, yy - my * my
         active = np.maximum(vx, vy) > _FLAT
+        if self.mask is not None:
+            active &= self.mask
         if not active.any():
             return 1.0
         cxy = xy[active] - self.mean[active] * my[active]
@@ -158,6 +194,7 @@ def search(
     lo: int = LOW,
     hi: int = HIGH,
     max_tries: int = MAX_TRIES,
+    close: int = CLOSE,
 ) -> Found:
     """The lowest quality in [lo, hi] whose score meets `target`, in at most `max_tries`
     calls of `measure` (one more to try `hi` if nothing tried passed). When even `hi`
@@ -176,15 +213,17 @@ def search(
             ok = q
         else:
             fail = q
-        if ok - fail <= 1 or len(tried) >= max_tries:
+        if ok - fail <= close or len(tried) >= max_tries:
             break
+        if fail in tried and ok in tried and gap(ok) * (ok - fail) / (gap(fail) - gap(ok)) > -1:
+            break  # interpolated between the two, the target is met less than a step below ok
         low, high = fail + 1, min(ok, hi + 1) - 1
         if bisect:
             q = (low + high) // 2
         else:  # secant through the two nearest points tried, else an assumed slope
             near = sorted(tried, key=lambda k: abs(k - q))[:2]
             slope = (gap(near[1]) - gap(near[0])) / (near[1] - near[0]) if len(near) == 2 else 0
-            slope = slope if slope < -1e-3 else -0.03
+            slope = slope if slope < -1e-3 else SLOPE
             q = min(high, max(low, round(q - gap(q) / slope)))
         bisect = not bisect and (ok - fail) * 2 > width  # the step did not halve the bracket
     if ok > hi:
@@ -212,7 +251,7 @@ class Scorer:
     def __init__(self, im: Image.Image) -> None:
         self.sample = plan_sample(*im.size)
         self.tiles = mosaic(im, self.sample)
-        self.reference = Reference(luma_tiles(self.tiles, self.sample))
+        self.reference = Reference(luma_tiles(self.tiles, self.sample), self.sample)
 
     def score_mosaic(self, data: bytes) -> float:
         return self.reference.score(decoded_luma(data, self.sample, whole=False))

@@ -32,7 +32,7 @@ from PIL import AvifImagePlugin, ExifTags, Image, ImageCms
 
 from imgbatch.errors import ImageFailure
 
-from . import encoders, turbo
+from . import autojpeg, encoders, turbo
 from .autoquality import HIGH, MAX_RAISES, RAISE_STEP, Scorer
 from .encoders import PILLOW_NAMES
 from .formats import header_size, jpeg_scans, refused_format, sniff_format
@@ -422,18 +422,24 @@ def _may_resize(data: bytes, options: CompressOptions) -> bool:
 
 
 def _fast_jpeg(data: bytes, options: CompressOptions) -> CompressResult | None:
-    """JPEG to JPEG at a fixed quality, no resize: libjpeg-turbo directly (`turbo`), with
-    the same guarantees; None sends the image through `_PIPELINE`."""
+    """JPEG to JPEG at a fixed quality or "auto" (`autojpeg`), no resize: libjpeg-turbo
+    directly (`turbo`), with the same guarantees; None sends the image through `_PIPELINE`."""
     if not options.jpeg_fast_path or not turbo.applies(
         sniff_format(data), options.format, options.quality, _may_resize(data, options)
     ):
         return None
     quality = options.quality
-    if not isinstance(quality, int):  # "auto" searches, which the fast path does not
-        return None
-    fast = turbo.compress_jpeg(data, quality, options.max_pixels)
-    if fast is None:
-        return None
+    if quality == AUTO:  # searched on the luma plane, encoded as a fixed quality would be
+        found = autojpeg.compress_auto(data, options.auto_target, options.max_pixels)
+        if found is None:
+            return None
+        fast, quality = found
+    else:
+        assert isinstance(quality, int)
+        fast_fixed = turbo.compress_jpeg(data, quality, options.max_pixels)
+        if fast_fixed is None:
+            return None
+        fast = fast_fixed
     return CompressResult(
         data=fast.data,
         format="jpeg",

@@ -73,12 +73,13 @@ def dct_available() -> bool:
 
 
 def applies(source: str | None, target: str, quality: object, resize: bool) -> bool:
-    """Whether to try the fast path at all: JPEG to JPEG, a fixed quality, no resize."""
+    """Whether to try the fast path at all: JPEG to JPEG, a fixed quality or "auto"
+    (searched by `autojpeg`), no resize."""
+    fixed = isinstance(quality, int) and not isinstance(quality, bool)
     return (
         source == "jpeg"
         and target in ("keep", "jpeg")
-        and isinstance(quality, int)
-        and not isinstance(quality, bool)
+        and (fixed or quality == "auto")
         and not resize
     )
 
@@ -164,9 +165,8 @@ def splice_segments(jpeg: bytes, segments: tuple[bytes, ...]) -> bytes:
     return jpeg[:pos] + b"".join(segments) + jpeg[pos:]
 
 
-def compress_jpeg(data: bytes, quality: int, max_pixels: int) -> FastResult | None:
-    """The re-encoded JPEG, or None when the general path must handle this image
-    (it then also produces any error the image deserves)."""
+def prepare(data: bytes, max_pixels: int) -> tuple[JpegFacts, str] | None:
+    """The header facts and the fast route for this JPEG, or None for the general path."""
     try:
         facts = jpegfacts.parse(data)
     except NotParsed:
@@ -174,16 +174,20 @@ def compress_jpeg(data: bytes, quality: int, max_pixels: int) -> FastResult | No
     if facts.width * facts.height > max_pixels:
         return None  # the general path reports the limit
     chosen = route(facts, dct_available())
+    return None if chosen == GENERAL else (facts, chosen)
+
+
+def encode(data: bytes, facts: JpegFacts, chosen: str, quality: int) -> FastResult | None:
+    """`data` re-encoded at `quality` by the route `prepare` chose, or None when a codec
+    refuses it (the general path then decides, and reports any error)."""
     if chosen == DCT and not requantizes(facts, quality):
         return FastResult(strip_jpeg(data), facts.width, facts.height, True, chosen)
     try:
         if chosen == DCT:
             luma, chroma = target_tables(quality)
             encoded = _jpegdct.requantize(data, luma, chroma)
-        elif chosen == PIXELS:
-            encoded = _reencode(data, quality, grey=len(facts.components) == 1)
         else:
-            return None
+            encoded = _reencode(data, quality, grey=len(facts.components) == 1)
     except ValueError:  # a codec refused the data (corrupt, truncated): the general path decides
         return None
     if keeps_icc(facts):
@@ -191,6 +195,13 @@ def compress_jpeg(data: bytes, quality: int, max_pixels: int) -> FastResult | No
     if len(encoded) >= len(data):
         return FastResult(strip_jpeg(data), facts.width, facts.height, True, chosen)
     return FastResult(encoded, facts.width, facts.height, False, chosen)
+
+
+def compress_jpeg(data: bytes, quality: int, max_pixels: int) -> FastResult | None:
+    """The re-encoded JPEG, or None when the general path must handle this image
+    (it then also produces any error the image deserves)."""
+    prepared = prepare(data, max_pixels)
+    return None if prepared is None else encode(data, *prepared, quality)
 
 
 def _reencode(data: bytes, quality: int, grey: bool) -> bytes:
