@@ -10,8 +10,9 @@ compressed by `imgbatch.imaging.compress` (JPEG out; --format for WebP/AVIF):
    worst score) is the fair rival, and auto must need fewer bytes in total;
 3. CPU: every image scaled to 2 MP; CPU ms per image of auto vs the fixed-quality path
    (quality 50, the default), median of --repeat runs, one process. The fixed JPEG path
-   is measured as shipped (libjpeg-turbo fast path) and as the Pillow path that auto
-   itself runs on (decode, orient, encode);
+   is measured as shipped (libjpeg-turbo fast path, which auto JPEG -> JPEG now takes
+   too: `imaging.autojpeg`) and, for reference, as Pillow's general path (decode, orient,
+   encode), which WebP/AVIF and resized outputs take;
 4. --targets: the qualities and bytes each target gives (how the default was chosen), and
    --crops DIR writes 100 % / 200 % crops at several targets for looking at.
 

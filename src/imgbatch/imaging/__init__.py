@@ -7,7 +7,8 @@ arithmetic and the downscale), `autoquality` (the perceptual score and the searc
 `quality="auto"`), `formats` (magic-byte sniffing, pixel limits read from headers),
 `metadata` (lossless metadata stripping that keeps ICC and orientation), and the
 JPEG -> JPEG fast path: `turbo` (libjpeg-turbo directly, chosen per image by a pure rule on
-the header facts read by `jpegfacts`).
+the header facts read by `jpegfacts`), and `autojpeg` (`quality="auto"` on that path: the
+search on the luma plane, the output requantized and scored again).
 May import: Pillow, simplejpeg, numpy and `imgbatch.errors`. No network, database or storage.
 """
 

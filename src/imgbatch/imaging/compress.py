@@ -11,7 +11,8 @@ alternatives cost.
 
 What comes out: JPEG, WebP and AVIF re-encoded at the requested quality, or with
 `quality="auto"` at the lowest quality that still meets a perceptual target
-(`autoquality`); PNG quantized to a 256-colour palette (alpha kept) when that shrinks
+(`autoquality`; JPEG to JPEG without resizing searches on the luma plane alone and
+encodes through the fast path, `autojpeg`); PNG quantized to a 256-colour palette (alpha kept) when that shrinks
 it, else re-saved losslessly (quality 100: lossless only); GIF as its first frame.
 EXIF orientation is applied; then, given a box, the image is scaled down to fit inside
 it (`resizing`: JPEG decoded at reduced scale first). EXIF, XMP and comments are
@@ -324,7 +325,8 @@ def _encode(ctx: _Context) -> None:
 def _check_auto(ctx: _Context) -> None:
     """WebP and AVIF were searched on a mosaic, which they code a little differently from
     the whole image: score the real output and raise the quality while it misses.
-    (JPEG codes the mosaic's tiles exactly as in the image; see `autoquality`.)"""
+    (JPEG codes the mosaic's tiles exactly as in the image; see `autoquality`. The
+    requantized JPEGs of the fast path are checked in `autojpeg`.)"""
     if ctx.scorer is None or ctx.target == "jpeg" or ctx.encoded is None:
         return
     assert ctx.quality is not None
