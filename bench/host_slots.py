@@ -57,7 +57,9 @@ def board_figures(directory: Path, n: int) -> None:
         with board.slot(ORIGIN):
             pass
 
-    print(f"cool-down check, host without trouble:  {per_call_us(lambda: board.state(ORIGIN), n):6.1f} µs")
+    print(
+        f"cool-down check, host without trouble:  {per_call_us(lambda: board.state(ORIGIN), n):6.1f} µs"
+    )
     print(f"slot taken and given back, uncontended: {per_call_us(take, n):6.1f} µs")
     ctx = multiprocessing.get_context("fork")
     ready, stop = ctx.Event(), ctx.Event()
@@ -109,8 +111,7 @@ def wall_seconds(url: str, board_dir: str | None, per_host: int, procs: int, n: 
     ctx = multiprocessing.get_context("fork")
     out = ctx.Queue()
     workers = [
-        ctx.Process(target=_download, args=(url, board_dir, per_host, n, out))
-        for _ in range(procs)
+        ctx.Process(target=_download, args=(url, board_dir, per_host, n, out)) for _ in range(procs)
     ]
     started = time.perf_counter()
     for worker in workers:
