@@ -124,6 +124,9 @@ class Settings(BaseSettings):
     auto_quality_target: float = Field(default=0.97, gt=0.5, lt=1.0)
     max_pixels: int = 50_000_000
     worker_max_rss_mb: int = 2048
+    # CPU seconds one image may take (fetch, decode, compress): past it the image fails
+    # `too_complex` and its worker process is replaced (jobs.budget). 0 turns it off.
+    max_image_seconds: float = Field(default=60.0, ge=0)
 
     # --- workers and recovery -------------------------------------------------
     concurrency: int = 0  # 0 = one per CPU core, plus one

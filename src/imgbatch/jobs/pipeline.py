@@ -17,9 +17,11 @@ down) is not the image's: its images go back to the queue with a delay (see
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from imgbatch import imaging, ledger, metrics
 from imgbatch.context import Context
@@ -29,6 +31,7 @@ from imgbatch.ledger import statuses as st
 from imgbatch.storage import PutObject
 from imgbatch.webhooks import create_completion_delivery
 
+from . import budget
 from .gate import process_gate
 from .giveback import give_back
 
@@ -68,21 +71,28 @@ class _Leases:
         self.claimed = claimed
         self.held = {image.id for image in claimed}
         self._renewed = time.monotonic()
+        self._lock = threading.Lock()  # the guard thread keeps them too (`budget`)
+
+    def drop(self, image_ids: Sequence[int]) -> None:
+        """Claims given back: this job must not work on them any more."""
+        with self._lock:
+            self.held.difference_update(image_ids)
 
     def keep(self) -> None:
         """Renew every claim still held (until recorded) when a quarter of the lease is gone."""
-        if time.monotonic() - self._renewed < self.seconds / 4:
-            return
-        mine = [image for image in self.claimed if image.id in self.held]
-        kept = {image.id for image in ledger.renew_leases(self.ctx.db, mine, self.seconds)}
-        for image in mine:
-            if image.id not in kept:
-                self.held.discard(image.id)
-                log.warning(
-                    "lease lost; another worker has the image",
-                    extra={"request_id": image.request_id, "image_id": image.id},
-                )
-        self._renewed = time.monotonic()
+        with self._lock:
+            if time.monotonic() - self._renewed < self.seconds / 4:
+                return
+            mine = [image for image in self.claimed if image.id in self.held]
+            kept = {image.id for image in ledger.renew_leases(self.ctx.db, mine, self.seconds)}
+            for image in mine:
+                if image.id not in kept:
+                    self.held.discard(image.id)
+                    log.warning(
+                        "lease lost; another worker has the image",
+                        extra={"request_id": image.request_id, "image_id": image.id},
+                    )
+            self._renewed = time.monotonic()
 
 
 def process_images(ctx: Context, image_ids: Sequence[int]) -> list[str]:
@@ -109,27 +119,68 @@ def process_images(ctx: Context, image_ids: Sequence[int]) -> list[str]:
 def _run(ctx: Context, claimed: list[ClaimedImage]) -> list[str]:
     """Fetch, compress, store and record the claimed images of one job."""
     leases = _Leases(ctx, claimed)
-    outcomes: list[_Outcome] = []
-    held_bytes = 0
-    for image in claimed:
+    guard = _guard(ctx)
+    with guard.job(leases):  # leases kept, and each image held to its CPU budget
+        outcomes: list[_Outcome] = []
+        held_bytes = 0
+        for image in claimed:
+            leases.keep()
+            if image.id not in leases.held:
+                continue
+            down = next((o for o in outcomes if o.fault and o.fault.kind == "storage"), None)
+            if down is not None:  # the store is down: the rest of the job goes back untouched
+                outcomes.append(_Outcome(image, down.result, 0.0, fault=down.fault))
+                continue
+            with guard.image(image):
+                outcome = _process(ctx, image, leases)
+            if outcome is not None and image.id in leases.held:
+                outcomes.append(outcome)
+                held_bytes += len(outcome.stored.data) if outcome.stored else 0
+            if held_bytes > STORE_AFTER_BYTES:  # large images: bound what the job holds
+                _store(ctx, outcomes)
+                held_bytes = 0
         leases.keep()
-        if image.id not in leases.held:
-            continue
-        down = next((o for o in outcomes if o.fault and o.fault.kind == "storage"), None)
-        if down is not None:  # the store is down: the rest of the job goes back untouched
-            outcomes.append(_Outcome(image, down.result, 0.0, fault=down.fault))
-            continue
-        outcome = _process(ctx, image, leases)
-        if outcome is not None and image.id in leases.held:
-            outcomes.append(outcome)
-            held_bytes += len(outcome.stored.data) if outcome.stored else 0
-        if held_bytes > STORE_AFTER_BYTES:  # large images: bound what the job holds in memory
-            _store(ctx, outcomes)
-            held_bytes = 0
-    leases.keep()
-    outcomes = [o for o in outcomes if o.claimed.id in leases.held]
-    _store(ctx, outcomes)
-    return _record(ctx, outcomes)
+        outcomes = [o for o in outcomes if o.claimed.id in leases.held]
+        _store(ctx, outcomes)
+    return _record(ctx, outcomes)  # recording ends the claims: no lease to keep
+
+
+def _guard(ctx: Context) -> budget.ImageGuard:
+    settings = ctx.settings
+
+    def condemn(image: ClaimedImage, used: float, leases: budget.Leases) -> None:
+        _condemn(ctx, image, used, cast(_Leases, leases))
+
+    return budget.for_process(
+        settings.max_image_seconds, condemn, end_process=settings.worker_type == "process"
+    )
+
+
+def _condemn(ctx: Context, image: ClaimedImage, used: float, leases: _Leases) -> None:
+    """An image over its CPU budget: failed `too_complex`; the job's other images go back.
+
+    Runs in the guard thread while the main thread is still inside the decoder; every
+    write is conditional on our claim, so whichever thread writes second is refused.
+    """
+    limit = ctx.settings.max_image_seconds
+    result = ImageResult.failed(
+        "too_complex",
+        f"processing this image took more than {limit:g} s of CPU "
+        "(IMGBATCH_MAX_IMAGE_SECONDS); it was stopped",
+    )
+    (recorded,) = ledger.record_results(ctx.db, [(image, result)])
+    if recorded.ours:
+        metrics.image_processed(result.status, result.error_code, used)
+    others = [c for c in leases.claimed if c.id != image.id and c.id in leases.held]
+    leases.drop([image.id, *(c.id for c in others)])
+    released = ledger.release_claims(ctx.db, others)
+    if released:
+        try:
+            ctx.queue.enqueue(released)
+        except Exception:  # pending and enqueued "now": the sweeper finds them if lost
+            log.warning("could not enqueue the images given back", exc_info=True)
+    if recorded.maybe_last:
+        finalize(ctx, image.request_id)
 
 
 def _process(ctx: Context, claimed: ClaimedImage, leases: _Leases) -> _Outcome | None:

@@ -63,6 +63,10 @@ def run_worker(
         # and never closes what it inherited: see db._after_fork_in_child.
         if settings.worker_type == "process":
             _limit_memory(settings.worker_max_rss_mb)
+            # No core files: a process the CPU backstop ends (jobs.budget) or a crash
+            # must not write an image's pixels (or a 2 GB dump) to disk.
+            _soft, hard = resource.getrlimit(resource.RLIMIT_CORE)
+            resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
         imaging.configure()
 
     def start_background() -> None:

@@ -53,6 +53,7 @@ from .operations import (
     image_savings,
     last_image_change,
     record_results,
+    release_claims,
     renew_leases,
     unfinalized_request_ids,
 )
@@ -151,6 +152,7 @@ __all__ = [
     "open_request",
     "read_mark",
     "record_results",
+    "release_claims",
     "renew_leases",
     "request_cancel",
     "requeue_due",

@@ -161,6 +161,17 @@ _RENEW = (
     .where(_OUR_CLAIM)
     .values(lease_until=bindparam("lease_until", type_=UTCDateTime()))
 )
+_RELEASE = (
+    update(_images)
+    .where(_OUR_CLAIM)
+    .values(
+        status=st.PENDING,
+        attempts=_images.c.attempts - 1,
+        lease_until=None,
+        started_at=None,
+        enqueued_at=_now,
+    )
+)
 _RESULT_FIELDS = tuple(f.name for f in fields(ImageResult))
 _RECORD = (
     update(_images)
@@ -267,6 +278,20 @@ def renew_leases(
             if conn.execute(_RENEW, params).rowcount:
                 kept.append(image)
     return kept
+
+
+@retry_deadlocks
+def release_claims(db: Database, claimed: Sequence[ClaimedImage]) -> list[int]:
+    """Give claimed images back to `pending` unprocessed, their attempt undone; the ids
+    released (those whose claim was still ours). For a job whose process must end."""
+    released = []
+    now = utcnow()
+    with db.connection() as conn:
+        for image in sorted(claimed, key=lambda c: c.id):  # one lock order for all writers
+            params = {"image_id": image.id, "attempt": image.attempt, "now": now}
+            if conn.execute(_RELEASE, params).rowcount:
+                released.append(image.id)
+    return released
 
 
 @dataclass(frozen=True)
