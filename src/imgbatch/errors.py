@@ -16,6 +16,12 @@ def first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+def one_line(exc: BaseException) -> str:
+    """`Type: first line of the message` (or just the type), for logs and operator errors."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
 @dataclass
 class ApiError(Exception):
     """An error answered to an HTTP client as `{"error": {code, message, details}}`."""
@@ -78,6 +84,3 @@ class BackendFault(Exception):
 
     def __repr__(self) -> str:
         return f"BackendFault({self.kind!r}, {self.message!r}, delay={self.delay})"
-
-
-Retryable = BackendFault  # the name huey and polar use for "try again later"

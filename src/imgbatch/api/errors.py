@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from imgbatch.errors import ApiError, BackendFault
+from imgbatch.errors import ApiError, BackendFault, one_line
 from imgbatch.ledger import UNAVAILABLE
 from imgbatch.queue import QueueError
 from imgbatch.storage import StorageError
@@ -65,11 +65,10 @@ def install_error_handlers(app: FastAPI) -> None:
         # One handler for every unreachable backend (database, queue, storage): the client
         # may retry, so this is a 503 with Retry-After, never a 500.
         logger.warning(
-            "%s %s: backend unavailable: %s: %s",
+            "%s %s: backend unavailable: %s",
             request.method,
             request.url.path,
-            type(exc).__name__,
-            str(exc).splitlines()[0] if str(exc) else "",
+            one_line(exc),
         )
         return JSONResponse(
             error_body("unavailable", "a backend is unavailable; retry after a few seconds"),

@@ -28,7 +28,7 @@ from imgbatch.api.responses import (
     RetryBody,
     error_responses,
 )
-from imgbatch.api.routes import Owner, _ctx
+from imgbatch.api.routes import Owner, context_of
 from imgbatch.context import Context
 from imgbatch.errors import ApiError
 from imgbatch.ledger import CURSOR_PATTERN
@@ -68,7 +68,7 @@ async def history(
     """The caller's requests, newest first, a page at a time (cursor pagination: requests
     created between two pages never shift the next page). With API keys, a key lists only
     its own requests."""
-    ctx = _ctx(request)
+    ctx = context_of(request)
     return await run_in_threadpool(
         history_document, ctx, owner, status=status, limit=limit, cursor=cursor
     )
@@ -86,7 +86,7 @@ async def cancel(request: Request, request_id: str, owner: Owner) -> JSONRespons
 
     409 `already_finished` when the request is final or was cancelled already.
     """
-    ctx = _ctx(request)
+    ctx = context_of(request)
     await run_in_threadpool(get_request, ctx, request_id, owner)
     finished = await run_in_threadpool(jobs.cancel, ctx, request_id)
     document = await run_in_threadpool(_document, ctx, request_id, owner)
@@ -108,7 +108,7 @@ async def delete(request: Request, request_id: str, owner: Owner) -> Response:
     409 `not_finished` while it runs: cancel it first. A deletion that stopped half-way (a
     crash) can be asked for again.
     """
-    ctx = _ctx(request)
+    ctx = context_of(request)
     await run_in_threadpool(get_request, ctx, request_id, owner, deleting=True)
     gone = await run_in_threadpool(jobs.delete, ctx, request_id)
     rest = None if gone else BackgroundTask(jobs.purge_quietly, ctx, request_id)
@@ -131,7 +131,7 @@ async def retry(request: Request, request_id: str, owner: Owner) -> JSONResponse
 
     409 `not_finished` while the request runs, `nothing_to_retry` when no image matches.
     """
-    ctx = _ctx(request)
+    ctx = context_of(request)
     await run_in_threadpool(get_request, ctx, request_id, owner)
     codes = _retry_codes(await _read_small_body(request))
     await run_in_threadpool(jobs.retry, ctx, request_id, codes)

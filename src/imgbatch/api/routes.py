@@ -43,7 +43,7 @@ MAX_FORM_PARTS = 16  # file and text parts each; more is not an upload form
 CSV_TYPES = ("text/csv", "application/csv", "text/plain", "application/vnd.ms-excel")
 
 
-def _ctx(request: Request) -> Context:
+def context_of(request: Request) -> Context:
     ctx: Context = request.app.state.ctx
     return ctx
 
@@ -146,7 +146,7 @@ async def upload(request: Request, owner: Owner) -> JSONResponse:
     (1-16384: scale down to fit inside). Any other name is refused
     (`400 unknown_field`), never ignored.
     """
-    ctx = _ctx(request)
+    ctx = context_of(request)
     key = check_key(request.headers.get(IDEMPOTENCY_HEADER))
     idempotency = UploadKey(caller_scope(request, owner), key) if key is not None else None
     kind = _upload_kind(request)
@@ -201,7 +201,7 @@ async def status(
     limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
 ) -> dict[str, Any]:
     """Progress of a request; `products` is paginated with offset/limit, progress never is."""
-    ctx = _ctx(request)
+    ctx = context_of(request)
     req = await run_in_threadpool(get_request, ctx, request_id, owner)
     return await run_in_threadpool(status_document, ctx, req, offset, limit)
 
@@ -217,7 +217,7 @@ async def status(
 )
 async def output_csv(request: Request, request_id: str, owner: Owner) -> StreamingResponse:
     """The input columns plus "Output Image Urls", in input order; 409 until the request is finished."""
-    ctx = _ctx(request)
+    ctx = context_of(request)
     req = await run_in_threadpool(get_request, ctx, request_id, owner)
     if req.status not in st.FINAL:
         raise ApiError(
@@ -246,7 +246,7 @@ async def output_csv(request: Request, request_id: str, owner: Owner) -> Streami
 async def images_csv(request: Request, request_id: str, owner: Owner) -> StreamingResponse:
     """One row per image with its outcome (sizes, saved percent, dimensions, format, quality,
     error), in input order; available at any time, it reflects the current state."""
-    ctx = _ctx(request)
+    ctx = context_of(request)
     await run_in_threadpool(get_request, ctx, request_id, owner)
     chunks = iter_images_csv(iter_image_rows(ctx, request_id))
     return StreamingResponse(
@@ -272,7 +272,7 @@ _FILE_DOCS: dict[str, Any] = {
 @router.get("/files/{key:path}", **_FILE_DOCS)
 async def files(request: Request, key: str) -> Response:
     """Stored images, streamed from the blob store (links are shareable but unguessable)."""
-    ctx = _ctx(request)
+    ctx = context_of(request)
     try:
         key = validate_key(key)
     except ValueError:
@@ -311,7 +311,7 @@ async def healthz() -> dict[str, str]:
 )
 async def readyz(request: Request) -> JSONResponse:
     """Database and queue reachable."""
-    ctx = _ctx(request)
+    ctx = context_of(request)
     checks: dict[str, str] = {}
     for name, probe in (("database", ctx.db.ping), ("queue", ctx.queue.check)):
         try:

@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from imgbatch.api.ratelimit import limit_uploads
-from imgbatch.api.routes import Owner, _ctx
+from imgbatch.api.routes import Owner, context_of
 from imgbatch.reports import get_request
 from imgbatch.webhooks import list_deliveries, redeliver
 
@@ -19,7 +19,7 @@ router = APIRouter()
 @router.get("/api/requests/{request_id}/webhooks", tags=["webhooks"])
 async def deliveries(request: Request, request_id: str, owner: Owner) -> dict[str, Any]:
     """The request's webhook deliveries, each with its attempts and last result."""
-    ctx = _ctx(request)
+    ctx = context_of(request)
     await run_in_threadpool(get_request, ctx, request_id, owner)
     items = await run_in_threadpool(list_deliveries, ctx, request_id)
     return {"request_id": request_id, "deliveries": items}
@@ -38,7 +38,7 @@ async def redeliver_completion(request: Request, request_id: str, owner: Owner) 
     409 while the request is not finished, when it has no event (no webhook URL
     applied when it finished), or while an attempt is being sent.
     """
-    ctx = _ctx(request)
+    ctx = context_of(request)
     await run_in_threadpool(get_request, ctx, request_id, owner)
     queued = await run_in_threadpool(redeliver, ctx, request_id)
     return JSONResponse(queued, status_code=202)

@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from imgbatch import __version__
+from imgbatch.errors import one_line
 
 app = typer.Typer(
     help="imgbatch: bulk product-image compression. CSV in, compressed images and an output CSV out.",
@@ -71,9 +72,8 @@ def main(args: list[str] | None = None) -> None:
     except Exception as exc:
         if _debug["on"]:
             raise
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         typer.echo(
-            f"imgbatch: unexpected error: {type(exc).__name__}: {first} (run with --debug for details)",
+            f"imgbatch: unexpected error: {one_line(exc)} (run with --debug for details)",
             err=True,
         )
         code = 1

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from imgbatch.config import Settings
+from imgbatch.errors import one_line
 
 from .app import app
 
@@ -53,8 +54,7 @@ def _prepare(settings: Settings) -> None:
         raise typer.Exit(2) from None
     except Exception as exc:
         typer.echo(
-            f"imgbatch: configuration error: IMGBATCH_DATABASE_URL: {type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}",
+            f"imgbatch: configuration error: IMGBATCH_DATABASE_URL: {one_line(exc)}",
             err=True,
         )
         raise typer.Exit(2) from None

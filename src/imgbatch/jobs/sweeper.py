@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 
 from imgbatch import ledger
 from imgbatch.context import Context
+from imgbatch.errors import one_line
 from imgbatch.ledger import MarkState, utcnow
 from imgbatch.logs import OutageLog
 
@@ -192,7 +193,7 @@ def run_sweeper(ctx: Context, stop: threading.Event) -> None:
         except Exception as exc:
             if ledger.is_unavailable(exc) or type(exc).__module__.startswith(("redis", "peewee")):
                 outage.down(
-                    f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                    one_line(exc),
                     "sweeping again next interval",
                 )
             else:
