@@ -59,7 +59,11 @@ def test_the_extension_is_built_wherever_it_can_be() -> None:
     )
     if os.environ.get("CI") == "true":
         assert buildable, "CI must install libjpeg62-turbo-dev (scripts/system-packages.sh)"
-    assert turbo.dct_available() is buildable
+    assert turbo.dct_available() is buildable, (
+        "reinstall (make install, or pip install -e .) to build imgbatch.imaging._jpegdct"
+        if buildable
+        else "built without a compiler and headers?"
+    )
 
 
 def test_without_the_extension_the_pixel_route_does_it(photo: Image.Image) -> None:
@@ -223,3 +227,88 @@ def test_bad_tables_are_refused(photo: Image.Image, luma: list[object], error: s
 
     with pytest.raises((ValueError, TypeError), match=error):
         _jpegdct.requantize(encode(photo), luma, [16] * 64)
+
+
+def hostile_jpeg(blocks: int, dc_category: int, dc_quantizer: int = 255) -> bytes:
+    """A greyscale baseline JPEG, one row of `blocks` blocks, each full of valid category-10
+    AC values, the last with a DC of `dc_category` bits: libjpeg decodes such values, which
+    no 8-bit encoder makes, and libjpeg-turbo's SIMD Huffman encoder writes them without a
+    check, as a corrupt stream. Its table is 1 everywhere but the DC entry."""
+    bits: list[int] = []
+
+    def put(value: int, length: int) -> None:
+        bits.extend((value >> i) & 1 for i in reversed(range(length)))
+
+    for _ in range(blocks - 1):
+        put(0, 1)  # DC difference: category 0
+        for _ in range(63):
+            put(0b10, 2)  # AC: run 0, category 10 ...
+            put(0b1000000000, 10)  # ... +512
+    put(0b10, 2)
+    put((1 << dc_category) - 1, dc_category)
+    put(0, 1)  # end of block
+    bits.extend([1] * (-len(bits) % 8))
+    data = bytearray()
+    for i in range(0, len(bits), 8):
+        data.append(int("".join(map(str, bits[i : i + 8])), 2))
+        if data[-1] == 0xFF:
+            data.append(0)  # byte stuffing
+
+    def segment(marker: int, body: bytes) -> bytes:
+        return bytes([0xFF, marker]) + (len(body) + 2).to_bytes(2, "big") + body
+
+    counts = bytes([1, 1] + [0] * 14)  # one code of 1 bit, one of 2 bits
+    frame = (
+        bytes([8]) + (8).to_bytes(2, "big") + (8 * blocks).to_bytes(2, "big") + b"\x01\x01\x11\x00"
+    )
+    return (
+        b"\xff\xd8"
+        + segment(0xDB, b"\x00" + bytes([dc_quantizer] + [1] * 63))
+        + segment(0xC0, frame)
+        + segment(0xC4, b"\x00" + counts + bytes([0, dc_category]))
+        + segment(0xC4, b"\x10" + counts + b"\x00\x0a")
+        + segment(0xDA, b"\x01\x01\x00\x00\x3f\x00")
+        + bytes(data)
+        + b"\xff\xd9"
+    )
+
+
+@pytest.mark.parametrize("dc_category", [11, 12, 15])
+def test_coefficients_out_of_the_jpeg_range_go_to_the_pixel_path(dc_category: int) -> None:
+    from imgbatch.imaging import _jpegdct  # type: ignore[attr-defined]
+
+    data = hostile_jpeg(200, dc_category)
+    assert Image.open(io.BytesIO(data)).size == (1600, 8)  # it does decode
+    with pytest.raises(_jpegdct.JpegError, match="range"):
+        requantize(data)
+    # compress(): the DCT route refuses it, Pillow re-encodes the pixels, and what is
+    # stored decodes cleanly.
+    assert turbo.route(jpegfacts.parse(data), True) == turbo.DCT
+    assert turbo.requantizes(jpegfacts.parse(data), 50)
+    assert turbo.compress_jpeg(data, 50, 10**8) is None
+    result = compress(data)
+    assert result.format == "jpeg"
+    import simplejpeg
+
+    assert simplejpeg.decode_jpeg(result.data, colorspace="GRAY", strict=True).shape[:2] == (
+        8,
+        1600,
+    )
+
+
+def test_a_valid_extreme_dc_is_kept() -> None:
+    """Black and white blocks at quantizer 1: DC -1024 and +1016, AC up to the limit."""
+    im = Image.new("L", (64, 8), 0)
+    im.paste(255, (8, 0, 16, 8))
+    data = encode(im, qtables=[[1] * 64])
+    out = requantize(data, quality=100)  # target 1 everywhere: coefficients unchanged
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(out))), np.asarray(im))
+
+
+def test_output_larger_than_half_the_input_grows_the_buffer(photo: Image.Image) -> None:
+    """The output buffer starts at half the input: an unchanged, re-entropy-coded input is
+    larger than that, so the buffer grows (several times for a large image)."""
+    data = encode(photo.resize((1536, 1536)), quality=20, optimize=True, progressive=True)
+    out = requantize(data)
+    assert len(out) > len(data) // 2 + 4096
+    assert np.array_equal(rgb(out), rgb(data))

@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <jpeglib.h>
+#include <jerror.h>
 
 static PyObject *JpegError;
 
@@ -46,6 +47,15 @@ static void on_message(j_common_ptr cinfo, int level) {
         on_error(cinfo);
 }
 
+/* A growable output buffer this module owns. (libjpeg's jpeg_mem_dest hands its current
+ * buffer back only when compression finishes, so after an error midway the caller holds
+ * a pointer the library may already have freed.) */
+struct buffer_dest {
+    struct jpeg_destination_mgr pub;
+    unsigned char *buffer;
+    size_t size;
+};
+
 struct job {
     const unsigned char *data;
     unsigned long size;
@@ -53,7 +63,30 @@ struct job {
     unsigned char *out;
     unsigned long outsize;
     char message[JMSG_LENGTH_MAX];
+    struct buffer_dest dest; /* here, not on run()'s stack: it changes after setjmp */
 };
+
+static void dest_init(j_compress_ptr cinfo) {
+    struct buffer_dest *dest = (struct buffer_dest *)cinfo->dest;
+    dest->pub.next_output_byte = dest->buffer;
+    dest->pub.free_in_buffer = dest->size;
+}
+
+static boolean dest_grow(j_compress_ptr cinfo) {
+    /* Called when the buffer is full (free_in_buffer == 0): double it. */
+    struct buffer_dest *dest = (struct buffer_dest *)cinfo->dest;
+    size_t used = dest->size;
+    unsigned char *bigger = realloc(dest->buffer, used * 2);
+    if (bigger == NULL)
+        ERREXIT1(cinfo, JERR_OUT_OF_MEMORY, 10);
+    dest->buffer = bigger;
+    dest->size = used * 2;
+    dest->pub.next_output_byte = bigger + used;
+    dest->pub.free_in_buffer = dest->size - used;
+    return TRUE;
+}
+
+static void dest_term(j_compress_ptr Py_UNUSED(cinfo)) {}
 
 /* c' = sign(c) * floor((2|c|q_old + q_new - 1) / (2 q_new)), through one double product:
  * with q_old <= 255 and |c| < 2^15 the dividend n is below 2^24, so n * (1 / 2q_new) is
@@ -63,29 +96,51 @@ struct job {
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 __attribute__((target_clones("avx2", "default")))
 #endif
-static void requantize_block(JCOEFPTR block, const int32_t *old, const double *bias,
-                             const double *inv) {
+static int32_t requantize_block(JCOEFPTR block, const int32_t *old, const double *bias,
+                                const double *inv) {
     int k;
+    int32_t peak = 0; /* the largest magnitude written: see in_range() */
     for (k = 0; k < DCTSIZE2; k++) {
         int32_t v = (int32_t)block[k] * old[k];
         int32_t s = v >> 31;
         int32_t a = (v ^ s) - s;
         int32_t r = (int32_t)((2.0 * a + bias[k]) * inv[k] + 0x1p-20);
+        peak = r > peak ? r : peak;
         block[k] = (JCOEF)((r ^ s) - s);
     }
+    return peak;
 }
 
 /* The same for input tables wider than 8 bits (quantizers above 255): exact division. */
-static void requantize_block_wide(JCOEFPTR block, const int32_t *old, const UINT16 *new_q) {
+static int32_t requantize_block_wide(JCOEFPTR block, const int32_t *old, const UINT16 *new_q) {
     int k;
+    int32_t peak = 0;
     for (k = 0; k < DCTSIZE2; k++) {
         int64_t v = (int64_t)block[k] * old[k], q = new_q[k];
         int64_t r = ((v < 0 ? -v : v) * 2 + q - 1) / (2 * q);
+        peak = r > peak ? (int32_t)r : peak;
         block[k] = (JCOEF)(v < 0 ? -r : r);
     }
+    return peak;
 }
 
-static void requantize_component(j_decompress_ptr src, jvirt_barray_ptr array,
+/* Whether a requantized block can be entropy-coded as 8-bit JPEG: |AC| <= 1023 and
+ * |DC| <= 1024 (so DC differences stay within 11 bits). libjpeg decodes larger values
+ * from a hostile stream, and libjpeg-turbo's SIMD Huffman encoder writes them without
+ * a check, as a corrupt stream: such an image goes to the pixel path instead. */
+static int in_range(JCOEFPTR block, int32_t peak) {
+    int k;
+    if (peak <= 1023)
+        return 1;
+    if (block[0] > 1024 || block[0] < -1024)
+        return 0;
+    for (k = 1; k < DCTSIZE2; k++)
+        if (block[k] > 1023 || block[k] < -1023)
+            return 0;
+    return 1;
+}
+
+static int requantize_component(j_decompress_ptr src, jvirt_barray_ptr array,
                                  const jpeg_component_info *comp, const UINT16 *old_q,
                                  const UINT16 *new_q) {
     JDIMENSION row, x;
@@ -105,13 +160,15 @@ static void requantize_component(j_decompress_ptr src, jvirt_barray_ptr array,
                                                (JDIMENSION)comp->v_samp_factor, TRUE);
         for (dy = 0; dy < comp->v_samp_factor; dy++) {
             for (x = 0; x < comp->width_in_blocks; x++) {
-                if (wide)
-                    requantize_block_wide(rows[dy][x], old, new_q);
-                else
-                    requantize_block(rows[dy][x], old, bias, inv);
+                JCOEFPTR block = rows[dy][x];
+                int32_t peak = wide ? requantize_block_wide(block, old, new_q)
+                                    : requantize_block(block, old, bias, inv);
+                if (!in_range(block, peak))
+                    return 0;
             }
         }
     }
+    return 1;
 }
 
 static void fail(struct error_mgr *err, const char *message) {
@@ -124,6 +181,7 @@ static int run(struct job *job) {
     struct jpeg_decompress_struct src;
     struct jpeg_compress_struct dst;
     struct error_mgr err;
+    struct buffer_dest *dest = &job->dest;
     volatile int have_src = 0, have_dst = 0;
     UINT16 new_q[MAX_COMPONENTS][DCTSIZE2];
     jvirt_barray_ptr *coefs;
@@ -138,14 +196,15 @@ static int run(struct job *job) {
     err.message[0] = '\0';
     job->out = NULL;
     job->outsize = 0;
+    memset(dest, 0, sizeof *dest);
     if (setjmp(err.jump)) {
         memcpy(job->message, err.message, sizeof job->message);
         if (have_dst)
             jpeg_destroy_compress(&dst);
         if (have_src)
             jpeg_destroy_decompress(&src);
-        free(job->out);
-        job->out = NULL;
+        free(dest->buffer);
+        dest->buffer = NULL;
         return 0;
     }
     jpeg_create_decompress(&src);
@@ -177,10 +236,18 @@ static int run(struct job *job) {
         memcpy(dst.quant_tbl_ptrs[slot]->quantval, new_q[ci], sizeof new_q[ci]);
         dst.quant_tbl_ptrs[slot]->sent_table = FALSE;
         dst.comp_info[ci].quant_tbl_no = slot;
-        requantize_component(&src, coefs[ci], &src.comp_info[ci],
-                             src.comp_info[ci].quant_table->quantval, new_q[ci]);
+        if (!requantize_component(&src, coefs[ci], &src.comp_info[ci],
+                                  src.comp_info[ci].quant_table->quantval, new_q[ci]))
+            fail(&err, "coefficient out of the 8-bit JPEG range");
     }
-    jpeg_mem_dest(&dst, &job->out, &job->outsize);
+    dest->size = job->size / 2 + 4096; /* the output is usually under half the input */
+    dest->buffer = malloc(dest->size);
+    if (dest->buffer == NULL)
+        fail(&err, "out of memory");
+    dest->pub.init_destination = dest_init;
+    dest->pub.empty_output_buffer = dest_grow;
+    dest->pub.term_destination = dest_term;
+    dst.dest = &dest->pub;
     jpeg_write_coefficients(&dst, coefs);
     jpeg_finish_compress(&dst);
     jpeg_destroy_compress(&dst);
@@ -188,6 +255,8 @@ static int run(struct job *job) {
     jpeg_finish_decompress(&src);
     jpeg_destroy_decompress(&src);
     have_src = 0;
+    job->out = dest->buffer;
+    job->outsize = (unsigned long)(dest->size - dest->pub.free_in_buffer);
     return 1;
 }
 
