@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import io
 import json
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -472,3 +474,72 @@ def test_idempotent_uploads_replay_conflict_and_race(managed: Service, host: Ima
     listed = [item["request_id"] for item in page["requests"]]
     assert sorted(listed) == sorted({first["request_id"], answers[0][1]["request_id"]})
     assert managed.wait_final(first["request_id"])["options"]["quality"] == 60
+
+
+# --- the ZIP of the results ---------------------------------------------------------------
+
+
+def stored_object(service: Service, s3: S3Server | None, key: str) -> bytes:
+    """An object's bytes as the store holds them (the file, or the bucket's object)."""
+    storage_url = service.env.get("IMGBATCH_STORAGE_URL")
+    if storage_url is None:
+        return (service.data_dir / "images" / key).read_bytes()
+    assert s3 is not None
+    bucket, _, prefix = storage_url.removeprefix("s3://").partition("/")
+    answer = s3.client().get_object(Bucket=bucket, Key=f"{prefix}/{key}")
+    return bytes(answer["Body"].read())
+
+
+def test_images_zip_holds_the_stored_objects_and_the_output_csv(
+    managed: Service, host: ImageServer, request: pytest.FixtureRequest
+) -> None:
+    s3 = s3_of(request, managed)
+    with Receiver(secret=SECRET) as hook:
+        running = upload(managed, [host.url("/slow?seconds=3&file=photo0.jpg")], hook)
+        status, _, raw = http("GET", f"{managed.url}/api/requests/{running}/images.zip")
+        assert (status, json.loads(raw)["error"]["code"]) == (409, "not_finished")
+
+        urls = [
+            [host.url("/photo1.jpg"), host.url("/alpha.png")],
+            [host.url("/missing.jpg")],
+            [host.url("/photo.webp")],
+        ]
+        rows = [
+            (name, product)
+            for name, product in zip(["Red Shoe / 42", "Hat", "Caf\u00e9"], urls, strict=True)
+        ]
+        status, answer = managed.upload(products_csv(rows), webhook_url=hook.url)
+        assert status == 202, answer
+        request_id = answer["request_id"]
+        doc = managed.wait_final(request_id)
+        assert doc["status"] == "completed_with_errors"
+
+        status, headers, body = http("GET", f"{managed.url}/api/requests/{request_id}/images.zip")
+        headers = {k.lower(): v for k, v in headers.items()}
+        assert status == 200 and headers["content-type"] == "application/zip"
+        assert headers["content-disposition"] == f'attachment; filename="imgbatch-{request_id}.zip"'
+        assert "content-length" not in headers  # streamed
+        with zipfile.ZipFile(io.BytesIO(body)) as zf:
+            assert zf.testzip() is None
+            assert all(info.compress_type == zipfile.ZIP_STORED for info in zf.infolist())
+            entries = {info.filename: zf.read(info) for info in zf.infolist()}
+        assert list(entries) == [
+            "output.csv",
+            "1/1-Red_Shoe_42.jpg",
+            "1/2-Red_Shoe_42.png",
+            "3/1-Caf\u00e9.webp",
+        ]
+        assert entries["output.csv"] == http("GET", doc["output_csv_url"])[2]
+        images = [image for product in doc["products"] for image in product["images"]]
+        done = [image for image in images if image["status"] == "done"]
+        assert len(done) == 3
+        for name, image in zip(list(entries)[1:], done, strict=True):
+            key = image["output_url"].split("/files/", 1)[1]
+            assert entries[name] == stored_object(managed, s3, key)  # byte-equal to the store
+            assert entries[name] == http("GET", image["output_url"])[2]
+            assert len(entries[name]) == image["bytes_out"]
+
+        managed.wait_final(running)  # a cancelled or finished request has its ZIP too
+        assert http("DELETE", f"{managed.url}/api/requests/{request_id}")[0] == 204
+        status, _, raw = http("GET", f"{managed.url}/api/requests/{request_id}/images.zip")
+        assert status == 404

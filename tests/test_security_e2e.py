@@ -289,10 +289,16 @@ def test_every_api_route_requires_a_valid_key(keyed: Service, alpha_request: str
 
 def test_a_request_is_invisible_to_other_keys(keyed: Service, alpha_request: str) -> None:
     unknown = uuid.uuid4().hex
-    for suffix in ("/api/status/{}", "/api/requests/{}/output.csv", "/api/requests/{}/webhooks"):
+    suffixes = (
+        "/api/status/{}",
+        "/api/requests/{}/output.csv",
+        "/api/requests/{}/webhooks",
+        "/api/requests/{}/images.zip",
+    )
+    for suffix in suffixes:
         mine = keyed.url + suffix.format(alpha_request)
         status, _, _ = call("GET", mine, headers=bearer(ALPHA))
-        assert status in (200, 409), suffix  # 409: output CSV of an unfinished request
+        assert status in (200, 409), suffix  # 409: output CSV or ZIP of an unfinished request
         status, _, theirs = call("GET", mine, headers=bearer(BETA))
         assert status == 404, suffix
         status, _, nobody = call("GET", keyed.url + suffix.format(unknown), headers=bearer(BETA))

@@ -1,4 +1,5 @@
-"""Routes that manage requests after their upload: history, cancel, retry and delete.
+"""Routes that manage requests after their upload: history, cancel, retry, delete and the
+ZIP of the results.
 
 Each route checks ownership first (another key's request is a 404), then lets the
 service decide by a conditional update in the ledger, and answers with the request's
@@ -14,7 +15,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 from starlette.background import BackgroundTask
 
@@ -32,7 +33,8 @@ from imgbatch.api.routes import Owner, context_of
 from imgbatch.context import Context
 from imgbatch.errors import ApiError
 from imgbatch.ledger import CURSOR_PATTERN
-from imgbatch.reports import get_request, history_document, status_document
+from imgbatch.ledger import statuses as st
+from imgbatch.reports import get_request, history_document, iter_images_zip, status_document
 
 router = APIRouter()
 log = logging.getLogger(__name__)
@@ -113,6 +115,36 @@ async def delete(request: Request, request_id: str, owner: Owner) -> Response:
     gone = await run_in_threadpool(jobs.delete, ctx, request_id)
     rest = None if gone else BackgroundTask(jobs.purge_quietly, ctx, request_id)
     return Response(status_code=204, background=rest)
+
+
+@router.get(
+    "/api/requests/{request_id}/images.zip",
+    tags=["requests"],
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
+            "description": "The ZIP, streamed: one stored (not deflated) entry per done "
+            "image, `<serial>/<position>-<product name>.<ext>` (positions from 1), and "
+            "`output.csv` at the root.",
+        },
+        **error_responses(401, 404, 409, 503),
+    },
+)
+async def images_zip(request: Request, request_id: str, owner: Owner) -> StreamingResponse:
+    """Every done image of a finished request and its output CSV, as one ZIP; 409
+    `not_finished` until the request is finished."""
+    ctx = _ctx(request)
+    req = await run_in_threadpool(get_request, ctx, request_id, owner)
+    if req.status not in st.FINAL:
+        raise ApiError(
+            409, "not_finished", f"the request is {req.status}; try again when it is done"
+        )
+    return StreamingResponse(
+        iter_images_zip(ctx, req),
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="imgbatch-{request_id}.zip"'},
+    )
 
 
 # Retry makes the workers fetch images again, so it shares the upload rate limit.
