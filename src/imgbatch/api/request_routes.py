@@ -134,7 +134,7 @@ async def delete(request: Request, request_id: str, owner: Owner) -> Response:
 async def images_zip(request: Request, request_id: str, owner: Owner) -> StreamingResponse:
     """Every done image of a finished request and its output CSV, as one ZIP; 409
     `not_finished` until the request is finished."""
-    ctx = _ctx(request)
+    ctx = context_of(request)
     req = await run_in_threadpool(get_request, ctx, request_id, owner)
     if req.status not in st.FINAL:
         raise ApiError(
