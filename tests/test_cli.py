@@ -170,6 +170,11 @@ def test_submit_without_wait_prints_the_id_and_how_to_follow(
     assert run.out == request_id + "\n"
     assert f"imgbatch status {request_id} --wait" in run.err
     assert f"{svc.url}/requests/{request_id}" in run.err
+    # The same upload with the same Idempotency-Key answers with the first request.
+    path = csv_file(tmp_path, [("Mug", [images.url("p2.jpg")])], "again.csv")
+    first = imgbatch("submit", str(path), "--idempotency-key", "nightly-7", server=svc.url)
+    again = imgbatch("submit", str(path), "--idempotency-key", "nightly-7", server=svc.url)
+    assert first.code == again.code == 0 and first.out == again.out
     follow = imgbatch("status", request_id, "--wait", server=svc.url)
     assert follow.code == 0 and follow.out.startswith("status: completed\nimages: 1 done")
 

@@ -144,11 +144,14 @@ class Client:
         body = None if document is None else json.dumps(document).encode()
         return self.call("POST", path, body, {"Content-Type": "application/json"})
 
-    def upload(self, csv_file: Path, fields: Mapping[str, str]) -> dict[str, Any]:
+    def upload(
+        self, csv_file: Path, fields: Mapping[str, str], idempotency_key: str | None = None
+    ) -> dict[str, Any]:
         body, content_type = multipart(csv_file.name, csv_file.read_bytes(), fields)
-        answer: dict[str, Any] = self.call(
-            "POST", "/api/upload", body, {"Content-Type": content_type}
-        )
+        headers = {"Content-Type": content_type}
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
+        answer: dict[str, Any] = self.call("POST", "/api/upload", body, headers)
         return answer
 
     def csv_rows(self, path: str) -> Iterator[dict[str, str]]:

@@ -153,6 +153,14 @@ def submit(
             show_default="none",
         ),
     ] = None,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(
+            help="Send the same key again (same file, same options, within 24 h) and the "
+            "service answers with the first upload's request instead of a new one.",
+            show_default="none",
+        ),
+    ] = None,
     server: Server = DEFAULT_SERVER,
     api_key: ApiKey = None,
 ) -> None:
@@ -178,7 +186,7 @@ def submit(
         )
         if value is not None
     }
-    accepted = client.upload(csv_file, fields)
+    accepted = client.upload(csv_file, fields, idempotency_key)
     request_id = accepted["request_id"]
     out.print(request_id)
     err.print(
