@@ -257,6 +257,7 @@ def test_version_and_every_commands_help() -> None:
     assert run.code == 0 and run.out == f"imgbatch {__version__}\n"
     top = imgbatch("--help")
     assert top.code == 0 and all(name in top.out for name in COMMANDS)
+    assert "Exit codes: 0 completed, 2 completed with errors, 3 failed or cancelled" in top.out
     for name in COMMANDS:
         run = imgbatch(name, "--help", env={"COLUMNS": "200"})
         assert run.code == 0, name

@@ -19,6 +19,8 @@ app = typer.Typer(
     help="imgbatch: bulk product-image compression. CSV in, compressed images and an output CSV out.",
     no_args_is_help=True,
     add_completion=False,
+    epilog="Exit codes: 0 completed, 2 completed with errors, 3 failed or cancelled, "
+    "1 usage or server errors. Example: imgbatch submit products.csv --wait",
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
