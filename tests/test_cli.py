@@ -17,6 +17,7 @@ import select
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -428,6 +429,25 @@ def test_requests_lists_newest_first_with_a_status_filter(
     assert bad in only_failed.out and good not in only_failed.out
     wrong = imgbatch("requests", "--status", "nope", server=svc.url)
     assert wrong.code == 1 and "HTTP 400" in wrong.err
+
+
+def test_zip_from_submit_and_download(svc: Service, images: ImageServer, tmp_path: Path) -> None:
+    rows = [
+        ("Shirt", [images.url("p0.jpg"), images.url("p1.jpg")]),
+        ("Gone", [images.url("x.jpg")]),
+    ]
+    run = imgbatch(
+        "submit", str(csv_file(tmp_path, rows)), "--zip", "all.zip", server=svc.url, cwd=tmp_path
+    )
+    assert run.code == 2, run  # --zip implies --wait; one image failed
+    request_id = request_id_of(run)
+    expected = http("GET", f"{svc.url}/api/requests/{request_id}/images.zip")[2]
+    assert (tmp_path / "all.zip").read_bytes() == expected
+    with zipfile.ZipFile(tmp_path / "all.zip") as archive:
+        names = archive.namelist()
+    assert "output.csv" in names and len(names) == 3
+    again = imgbatch("download", request_id, "--zip", "again.zip", server=svc.url, cwd=tmp_path)
+    assert again.code == 0 and (tmp_path / "again.zip").read_bytes() == expected
 
 
 # --- API keys -------------------------------------------------------------------------------------

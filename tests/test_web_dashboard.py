@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -362,7 +363,11 @@ def test_downloads_arrive(
     request_id = upload(page, svc, write_csv(tmp_path, rows))
     wait_status(page, "completed")
     base = f"{svc.url}/api/requests/{request_id}"
-    for label, path in (("Output CSV", "output.csv"), ("images.csv", "images.csv")):
+    for label, path in (
+        ("Output CSV", "output.csv"),
+        ("images.csv", "images.csv"),
+        ("Images (ZIP)", "images.zip"),
+    ):
         with page.expect_download() as info:
             page.click(f"#actions a:has-text('{label}')")
         saved = tmp_path / f"download-{path}"
@@ -459,6 +464,11 @@ def test_api_keys_a_clear_401_then_success_with_the_key(
             headers={"Authorization": "Bearer key-two"},
         )
         assert (tmp_path / "out.csv").read_bytes() == expected
+        with page.expect_download() as info:
+            page.click("#actions a:has-text('Images (ZIP)')")
+        info.value.save_as(tmp_path / "images.zip")
+        with zipfile.ZipFile(tmp_path / "images.zip") as archive:
+            assert sorted(archive.namelist())[-1] == "output.csv" and len(archive.namelist()) == 2
         # Another key's request is not found, and says so in words.
         page.fill("#apikey", "key-one")
         page.press("#apikey", "Enter")
