@@ -296,6 +296,36 @@ def test_history_lists_requests_newest_first_with_a_status_filter(
     wait_status(page, "failed")
 
 
+def test_history_pages_and_goes_live_while_a_request_runs(
+    page: Page, watch: ConsoleWatch, svc: Service, images: ImageServer
+) -> None:
+    newest = []
+    for n in range(21):  # more than a page of history, through the API
+        status, body = svc.upload(products_csv([(f"Cup {n}", [images.url("p1.jpg")])]))
+        assert status == 202
+        newest.insert(0, body["request_id"])
+    page.goto(svc.url + "/")
+    rows = page.locator("#history-rows tr")
+    expect(rows).to_have_count(20)
+    expect(rows.first).to_have_attribute("data-request", newest[0])
+    expect(page.locator("#newer")).to_be_hidden()
+    page.click("#older")
+    expect(rows.first).to_have_attribute("data-request", newest[20])
+    assert "cursor=" in page.url
+    page.click("#newer")
+    expect(rows.first).to_have_attribute("data-request", newest[0])
+    # Live: a running request's row moves on its own until it is final.
+    slow = [(f"Slow {n}", [images.url(f"slow?seconds=1&file=p2.jpg&h={n}")]) for n in range(4)]
+    status, body = svc.upload(products_csv(slow))
+    assert status == 202
+    page.reload()
+    row = page.locator(f"#history-rows tr[data-request='{body['request_id']}']")
+    expect(page.locator("#history-live")).to_have_text("Updating live…")
+    expect(row.locator(".badge")).to_have_text("Completed", timeout=30_000)
+    expect(row.locator("progress")).to_have_attribute("value", "100")
+    expect(page.locator("#history-live")).to_have_text("")
+
+
 # --- retry, cancel, delete, downloads ------------------------------------------------------------------
 
 
