@@ -344,6 +344,13 @@ def test_download_saves_each_file_the_api_serves(
     missing = imgbatch("download", "0" * 32, "--csv", "never.csv", server=svc.url, cwd=out)
     assert missing.code == 1 and not (out / "never.csv").exists()
     assert not list(out.glob(".*part*"))
+    # A file this machine cannot write is named as such, not blamed on the server.
+    nowhere = imgbatch(
+        "download", request_id, "--csv", "no/such/dir/o.csv", server=svc.url, cwd=out
+    )
+    assert nowhere.code == 1
+    assert "cannot write no/such/dir/o.csv" in nowhere.err
+    assert "cannot reach" not in nowhere.err and "Traceback" not in nowhere.err
 
 
 def test_cancel_then_retry(svc: Service, images: ImageServer, tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 from imgbatch import __version__
@@ -36,6 +36,14 @@ class Unreachable(Exception):
         super().__init__(f"cannot reach the imgbatch server at {server} ({reason})")
         self.server = server
         self.reason = reason
+
+
+class LocalFileError(Exception):
+    """A file on this machine could not be written: the user's to fix, not the server's."""
+
+    def __init__(self, path: Path, exc: OSError) -> None:
+        super().__init__(f"cannot write {path}: {exc.strerror or exc}")
+        self.path = path
 
 
 @dataclass
@@ -164,20 +172,42 @@ class Client:
                 raise Unreachable(self.server, _reason(exc)) from None
 
     def download(self, path: str, target: Path) -> int:
-        """Stream an answer into `target` (via a temporary file, so a failure leaves nothing)."""
+        """Stream an answer into `target` (via a temporary file, so a failure leaves nothing).
+
+        A file this machine cannot write (no such directory, no permission, a full disk) is
+        `LocalFileError`, never mistaken for a server that cannot be reached.
+        """
         partial = target.with_name(f".{target.name}.part-{uuid.uuid4().hex[:8]}")
         size = 0
         try:
-            with self._open("GET", path) as response, partial.open("wb") as out:
-                while chunk := response.read(CHUNK):
-                    out.write(chunk)
+            out = partial.open("wb")
+        except OSError as exc:
+            raise LocalFileError(target, exc) from None
+        try:
+            with out, self._open("GET", path) as response:
+                while True:
+                    try:
+                        chunk = response.read(CHUNK)
+                    except (TimeoutError, OSError) as exc:  # while reading the body
+                        raise Unreachable(self.server, _reason(exc)) from None
+                    if not chunk:
+                        break
+                    _write(out, chunk, target)
                     size += len(chunk)
-            os.replace(partial, target)
-        except (TimeoutError, OSError) as exc:  # while reading the body
-            raise Unreachable(self.server, _reason(exc)) from None
+            try:
+                os.replace(partial, target)
+            except OSError as exc:
+                raise LocalFileError(target, exc) from None
         finally:
             partial.unlink(missing_ok=True)
         return size
+
+
+def _write(out: BinaryIO, chunk: bytes, target: Path) -> None:
+    try:
+        out.write(chunk)
+    except OSError as exc:
+        raise LocalFileError(target, exc) from None
 
 
 def multipart(filename: str, data: bytes, fields: Mapping[str, str]) -> tuple[bytes, str]:

@@ -12,7 +12,7 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 import typer
 
 from .app import app
-from .client import DEFAULT_SERVER, ApiFailure, Client, Unreachable
+from .client import DEFAULT_SERVER, ApiFailure, Client, LocalFileError, Unreachable
 from .follow import wait_final
 from .report import (
     FINAL,
@@ -70,6 +70,8 @@ def speaks_to_server(command: Callable[P, R]) -> Callable[P, R]:
             )
         except ApiFailure as failure:
             print_failure(failure)
+        except LocalFileError as exc:
+            err.print(f"imgbatch: {exc}")
         except ValueError as exc:  # a bad --server URL
             err.print(f"imgbatch: {exc}")
         raise typer.Exit(1)
