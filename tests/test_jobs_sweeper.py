@@ -69,8 +69,10 @@ def test_a_busy_backlog_is_never_flooded_however_old(tmp_path: Path) -> None:
     assert ctx.queue.depth() == depth + 1  # nothing but one mark was added
 
     # Workers take the jobs out up to the mark, but this image's job was lost on the way
-    # (a worker killed between dequeue and claim) while more work arrived behind the mark.
-    ctx.queue.enqueue(list(range(2_000_000, 2_000_100)))
+    # (a worker killed between dequeue and claim) while more work arrived behind the mark
+    # (new work takes turns from the front of the queue, `queue.fairness`: this is a key's
+    # next request, queued behind that key's backlog).
+    ctx.queue.enqueue(list(range(2_000_000, 2_000_100)), behind=10_000)
     jobs = run_queue(ctx, until_mark=True)
     assert [i for job in jobs for i in job if i in waiting] == waiting
     assert ctx.queue.depth() > 0

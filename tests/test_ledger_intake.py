@@ -213,3 +213,19 @@ def test_a_url_repeated_across_chunks_is_fetched_once(
     followers = [i for i in images if i.source_image_id is not None]
     assert {i.input_url for i in followers} == {same} and len(followers) == 5
     assert all(i.source_image_id == source.id for i in followers)
+
+
+def test_a_keys_backlog_counts_its_other_unfinished_images(ctx: Context) -> None:
+    db = ctx.db
+    options = {**OPTIONS, "owner": "alpha"}
+    ledger.create_request(db, request_id="a1", products=products(3), **options)  # 9 images
+    ledger.create_request(db, request_id="a2", products=products(1), **options)  # 3
+    ledger.create_request(db, request_id="b1", products=products(5), **{**OPTIONS, "owner": "beta"})
+    assert ledger.owner_backlog(db, "alpha", excluding="a2") == 9
+    assert ledger.owner_backlog(db, "alpha", excluding="none") == 12
+    assert ledger.owner_backlog(db, "gamma", excluding="none") == 0
+    with db.session() as session:  # finished images no longer count
+        for image in session.execute(select(Image).where(Image.request_id == "a1")).scalars():
+            image.status = st.DONE
+            break
+    assert ledger.owner_backlog(db, "alpha", excluding="a2") == 8

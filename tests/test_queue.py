@@ -181,3 +181,83 @@ def test_images_per_job_outside_its_range_is_refused(value: int) -> None:
 
     with pytest.raises(ValidationError, match="images_per_job"):
         Settings(_env_file=None, images_per_job=value)  # type: ignore[call-arg]
+
+
+# --- fair turns (`queue.fairness`) ----------------------------------------------------------
+
+
+def _drain(queue: JobQueue) -> list[tuple[str, object]]:
+    """Every task in the order a worker takes them: (task name, its argument)."""
+    order: list[tuple[str, object]] = []
+    while (task := queue.huey.dequeue()) is not None:
+        order.append((task.name, task.args[0]))
+    return order
+
+
+def test_a_later_request_takes_turns_with_an_earlier_large_one(queue_url: str) -> None:
+    queue = JobQueue(queue_url, images_per_job=8)
+    big = list(range(1, 1001))  # 125 jobs of 8
+    queue.enqueue(big)
+    for _ in range(3):  # a worker took the first jobs of the large request
+        assert queue.huey.dequeue() is not None
+    small = [5001, 5002, 5003]  # 3 jobs of 1 image
+    queue.enqueue(small)
+    jobs = [ids for name, ids in _drain(queue) if name == "process_images"]
+    first_small = jobs.index([5001])
+    assert first_small <= 1  # at most one job of the large request before it
+    assert jobs[first_small : first_small + 3] == [[5001], [5002], [5003]]
+    assert [i for job in jobs if job[0] < 5000 for i in job] == big[24:]  # its order kept
+    queue.close()
+
+
+def test_two_large_requests_share_the_queue_and_a_backlog_queues_behind_itself(
+    queue_url: str,
+) -> None:
+    queue = JobQueue(queue_url, images_per_job=8)
+    queue.enqueue(list(range(1, 801)))  # A: 100 jobs
+    queue.enqueue(list(range(10_001, 10_801)))  # B, another key: 100 jobs
+    queue.enqueue([20_001], behind=800)  # A again: behind A's own 800 images
+    jobs = [ids for name, ids in _drain(queue) if name == "process_images"]
+    owners = ["A" if job[0] < 10_000 else "B" if job[0] < 20_000 else "A2" for job in jobs]
+    assert owners[:6] == ["A", "B", "A", "B", "A", "B"]  # they alternate
+    assert owners.index("A2") > 150  # after most of A's first request, not at the front
+    queue.close()
+
+
+def test_the_mark_goes_behind_and_work_put_back_goes_ahead(queue_url: str) -> None:
+    queue = JobQueue(queue_url, images_per_job=8)
+    queue.enqueue(list(range(1, 81)))
+    queue.enqueue_mark(7)
+    queue.enqueue_job([999])
+    queue.enqueue([555], behind=0)
+    order = _drain(queue)
+    assert ("process_images", [999]) in order[:2]  # level with the job at the front
+    assert ("process_images", [555]) in order[:3]
+    assert order[-1] == ("queue_mark", 7)  # behind all 40 jobs waiting when it was sent
+    queue.close()
+
+
+def test_job_tags_count_the_images_before_each_job() -> None:
+    from imgbatch.queue.fairness import job_tags, priority, tag_of
+
+    assert job_tags(10, [[1, 2, 3], [4], [5, 6]]) == [10, 13, 14]
+    assert job_tags(0, []) == []
+    assert tag_of(priority(42.0)) == 42.0 and priority(1) > priority(2)
+
+
+@pytest.mark.scaleout
+def test_redis_jobs_pushed_by_an_older_release_are_adopted() -> None:
+    with redis_database() as url:
+        old = JobQueue(url)
+        message = old.huey.serialize_task(old._task.s([77]))
+        storage = old.huey.storage
+        storage.conn.lpush(storage.legacy_key, message)  # what RedisHuey's list queue held
+        assert old.depth() == 1
+        queue = JobQueue(url)
+        queue.enqueue([1, 2])
+        assert queue.adopt_legacy() == 1
+        assert queue.adopt_legacy() == 0
+        order = _drain(queue)
+        assert ("process_images", [77]) in order[:2] and len(order) == 3
+        old.close()
+        queue.close()

@@ -26,6 +26,7 @@ from imgbatch.ledger import (
     find_key,
     mark_enqueued,
     open_request,
+    owner_backlog,
 )
 from imgbatch.ledger.statuses import PENDING
 
@@ -258,7 +259,9 @@ def accept_upload(
             ) from None
         return _replay(stored.request_id, replayed_body(stored, body_hash))
     try:
-        ctx.queue.enqueue(image_ids)
+        # Fair turns (`queue.fairness`): a key's request queues behind its own backlog.
+        behind = owner_backlog(ctx.db, owner, request_id) if owner is not None else 0
+        ctx.queue.enqueue(image_ids, behind=behind)
         mark_enqueued(ctx.db, request_id)
     except Exception as exc:
         # The ledger has the images as pending and the request not marked enqueued: the

@@ -6,8 +6,9 @@ one sweeper can win, each batch of a few hundred rows is its own short transacti
 skips rows a worker holds (see `ledger.recovery`), and re-enqueued jobs are idempotent
 claims.
 
-Which pending images lost their job? The queue is FIFO, so the sweeper sends a mark
-through it (`queue_marks`): once a worker takes the mark out, every job enqueued before
+Which pending images lost their job? The sweeper sends a mark through the queue
+(`queue_marks`), behind every job waiting (`queue.fairness`: jobs enqueued later may pass
+it, earlier ones cannot): once a worker takes the mark out, every job enqueued before
 it has left the queue, and a pending image last enqueued before the mark was sent has
 certainly lost its job. When the queue is empty, every image not enqueued in the last
 `IMGBATCH_STALE_PENDING_SECONDS` has. Nothing else is re-enqueued, so however old a
@@ -110,6 +111,7 @@ def sweep_once(ctx: Context) -> SweepReport:
     """One pass: expired leases, unqueued requests, due retries, lost jobs, unfinished
     cancels, finalizations, stopped deletions and the retention period."""
     settings, db, queue = ctx.settings, ctx.db, ctx.queue
+    queue.adopt_legacy()  # Redis: jobs an older release pushed to the pre-fairness list
     depth = queue.depth()  # before this sweep adds jobs of its own
     # Leases that ran out belong to dead workers: their jobs are gone for sure. A worker
     # died holding these, and one may be the image that killed it, so each goes alone: a

@@ -23,6 +23,7 @@ from .intake import (
     begin_request,
     create_request,
     open_request,
+    owner_backlog,
     stalled_intakes,
 )
 from .lifecycle import (
@@ -150,6 +151,7 @@ __all__ = [
     "mark_deleted",
     "mark_enqueued",
     "open_request",
+    "owner_backlog",
     "read_mark",
     "record_results",
     "release_claims",

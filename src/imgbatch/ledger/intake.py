@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -332,3 +332,21 @@ def stalled_intakes(db: Database, quiet_since: datetime, limit: int = 100) -> li
                 .limit(limit)
             ).scalars()
         )
+
+
+def owner_backlog(db: Database, owner: str, excluding: str) -> int:
+    """Images of the key's other requests still waiting or in work (repeats of a URL, which
+    are never fetched, not counted): its new request queues behind them (`queue.fairness`)."""
+    with db.connection() as conn:
+        count = conn.execute(
+            select(func.count())
+            .select_from(_images.join(_requests, _requests.c.id == _images.c.request_id))
+            .where(
+                _requests.c.owner == owner,
+                _requests.c.status.in_(st.UNFINISHED),
+                _requests.c.id != excluding,
+                _images.c.status.in_(st.UNFINISHED),
+                _images.c.source_image_id.is_(None),
+            )
+        ).scalar_one()
+    return int(count)

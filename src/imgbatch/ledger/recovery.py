@@ -8,9 +8,10 @@
   (`FOR UPDATE SKIP LOCKED`), so a sweep never waits for a worker, nor a worker for a
   sweep, and neither can deadlock with the other. Each batch comes back to the caller to
   be enqueued before the next one is taken.
-- `queue_marks` holds one row: the sweeper's mark travelling through the queue. The
-  queue is FIFO, so once a mark sent at T comes out, every job enqueued before T has
-  left the queue, and a pending image enqueued before T has certainly lost its job.
+- `queue_marks` holds one row: the sweeper's mark travelling through the queue. It is
+  enqueued behind every job waiting, so once a mark sent at T comes out, every job
+  enqueued before T has left the queue, and a pending image enqueued before T has
+  certainly lost its job.
 """
 
 from __future__ import annotations

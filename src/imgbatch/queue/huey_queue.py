@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 import threading
+import time
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -25,11 +27,12 @@ from urllib.parse import urlsplit
 from huey import Huey, RedisHuey
 from huey.consumer import Consumer
 from huey.contrib.sql_huey import SqlStorage
-from huey.storage import SqliteStorage
+from huey.storage import PriorityRedisStorage, SqliteStorage
 
 from imgbatch.config import redact_url
 from imgbatch.errors import first_line
 
+from . import fairness
 from .consumer import ConsumerHooks, build_consumer
 
 log = logging.getLogger(__name__)
@@ -86,12 +89,24 @@ class _SqliteStorage(SqliteStorage):
         conn.execute("pragma synchronous=1")
         return conn
 
-    def enqueue_many(self, messages: Sequence[bytes]) -> None:
+    def enqueue_many(self, messages: Sequence[bytes], priorities: Sequence[float]) -> None:
         with self.db(commit=True) as cursor:
             cursor.executemany(
-                "insert into task (queue, data, priority) values (?, ?, 0)",
-                [(self.name, self.to_blob(message)) for message in messages],
+                "insert into task (queue, data, priority) values (?, ?, ?)",
+                [
+                    (self.name, self.to_blob(message), priority)
+                    for message, priority in zip(messages, priorities, strict=True)
+                ],
             )
+
+    def priority_range(self) -> tuple[float, float] | None:
+        """(highest, lowest) priority waiting, None when the queue is empty."""
+        with self.db() as cursor:  # one aggregate per query: each is one index lookup
+            cursor.execute("select max(priority) from task where queue = ?", (self.name,))
+            (high,) = cursor.fetchone()
+            cursor.execute("select min(priority) from task where queue = ?", (self.name,))
+            (low,) = cursor.fetchone()
+        return None if high is None else (float(high), float(low))
 
 
 class _SqliteHuey(Huey):
@@ -131,12 +146,25 @@ class _PgStorage(SqlStorage):
             self.database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_PG_SCHEMA_LOCK,))
             self.database.create_tables([self.KV, self.Schedule, self.Task, self.Counter])
 
-    def enqueue_many(self, messages: Sequence[bytes]) -> None:
+    def enqueue_many(self, messages: Sequence[bytes], priorities: Sequence[float]) -> None:
         self.check_conn()
         with self.atomic():
             self.Task.insert_many(
-                [{"queue": self.name, "data": m, "priority": 0} for m in messages]
+                [
+                    {"queue": self.name, "data": m, "priority": p}
+                    for m, p in zip(messages, priorities, strict=True)
+                ]
             ).execute()
+
+    def priority_range(self) -> tuple[float, float] | None:
+        """(highest, lowest) priority waiting, None when the queue is empty."""
+        from peewee import fn
+
+        self.check_conn()
+        waiting = self.Task.select().where(self.Task.queue == self.name)
+        high = waiting.select(fn.MAX(self.Task.priority)).scalar()  # one index lookup each
+        low = waiting.select(fn.MIN(self.Task.priority)).scalar()
+        return None if high is None else (float(high), float(low))
 
     def queue_size(self) -> int:
         self.check_conn()  # reconnect after a database restart instead of failing forever
@@ -147,15 +175,63 @@ class _PgHuey(Huey):
     storage_class = _PgStorage
 
 
-def _bulk_enqueue(storage: Any, messages: Sequence[bytes]) -> None:
+class _RedisStorage(PriorityRedisStorage):
+    """Huey's Redis priority storage (a sorted set, `BZPOPMIN`) under a key of its own.
+
+    Before jobs had priorities the queue was a list at `huey.redis.imgbatch`; the sorted
+    set lives at that name plus `.fair`, and `adopt_legacy` moves what an older release
+    still pushes to the list (in a rolling upgrade) into it, at the front.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.legacy_key: str = getattr(self, "queue_key")  # noqa: B009 - Huey's, untyped
+        self.queue_key = self.legacy_key + ".fair"
+
+    def enqueue_many(self, messages: Sequence[bytes], priorities: Sequence[float]) -> None:
+        # Huey's member format: an 8-byte big-endian microsecond prefix (dropped on
+        # dequeue) orders equal scores by insertion and keeps members unique.
+        now = int(time.time() * 1e6)
+        members = {
+            struct.pack(">Q", now + i) + message: -priority
+            for i, (message, priority) in enumerate(zip(messages, priorities, strict=True))
+        }
+        self.conn.zadd(self.queue_key, members)
+
+    def priority_range(self) -> tuple[float, float] | None:
+        """(highest, lowest) priority waiting, None when the queue is empty."""
+        first = self.conn.zrange(self.queue_key, 0, 0, withscores=True)
+        if not first:
+            return None
+        last = self.conn.zrange(self.queue_key, -1, -1, withscores=True)
+        return -float(first[0][1]), -float(last[0][1])
+
+    def queue_size(self) -> int:
+        return int(self.conn.zcard(self.queue_key)) + int(self.conn.llen(self.legacy_key))
+
+    def adopt_legacy(self, priority: float, most: int = 10_000) -> int:
+        """Move jobs an older release pushed to the list into the sorted set, oldest first."""
+        moved = 0
+        while moved < most:
+            batch = self.conn.rpop(self.legacy_key, min(1000, most - moved))
+            if not batch:
+                break
+            self.enqueue_many(batch, [priority] * len(batch))
+            moved += len(batch)
+        return moved
+
+
+class _RedisHuey(RedisHuey):
+    storage_class = _RedisStorage
+
+
+def _bulk_enqueue(storage: Any, messages: Sequence[bytes], priorities: Sequence[float]) -> None:
     """One round trip per batch where the backend allows it, else one per message."""
-    if hasattr(storage, "enqueue_many"):  # SQLite, PostgreSQL
-        storage.enqueue_many(messages)
-    elif hasattr(storage, "conn") and hasattr(storage, "queue_key"):  # Redis
-        storage.conn.lpush(storage.queue_key, *messages)
+    if hasattr(storage, "enqueue_many"):  # SQLite, PostgreSQL, Redis
+        storage.enqueue_many(messages, priorities)
     else:
-        for message in messages:
-            storage.enqueue(message)
+        for message, priority in zip(messages, priorities, strict=True):
+            storage.enqueue(message, priority)
 
 
 def build_huey(url: str) -> Huey:
@@ -170,7 +246,7 @@ def build_huey(url: str) -> Huey:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             return _SqliteHuey(QUEUE_NAME, filename=path, timeout=60, **common)
         if scheme in ("redis", "rediss", "unix"):
-            return RedisHuey(QUEUE_NAME, url=url, blocking=True, read_timeout=1, **common)
+            return _RedisHuey(QUEUE_NAME, url=url, blocking=True, read_timeout=1, **common)
         if scheme.startswith("postgres"):
             from playhouse.db_url import connect
 
@@ -235,24 +311,52 @@ class JobQueue:
         if self._on_mark is not None:
             self._on_mark(token)
 
+    def _tags(self) -> tuple[float, float]:
+        """(front, back): the tags of the first and the last job waiting (0, 0 when empty)."""
+        waiting = self.huey.storage.priority_range()
+        if waiting is None:
+            return 0.0, 0.0
+        high, low = waiting
+        return fairness.tag_of(high), fairness.tag_of(low)
+
     def enqueue_job(self, image_ids: Sequence[int]) -> None:
-        """Enqueue exactly one job of these images (a job put back whole)."""
-        _bulk_enqueue(self.huey.storage, [self.huey.serialize_task(self._task.s(list(image_ids)))])
+        """Enqueue exactly one job of these images (a job put back whole), at the front."""
+        front, _ = self._tags()
+        message = self.huey.serialize_task(self._task.s(list(image_ids)))
+        _bulk_enqueue(self.huey.storage, [message], [fairness.priority(front)])
 
     def enqueue_mark(self, token: int) -> None:
         """Enqueue the sweeper's mark `token` behind every job waiting now."""
-        _bulk_enqueue(self.huey.storage, [self.huey.serialize_task(self._mark_task.s(token))])
+        _, back = self._tags()
+        message = self.huey.serialize_task(self._mark_task.s(token))
+        _bulk_enqueue(self.huey.storage, [message], [fairness.priority(back + 1)])
 
     def enqueue(
-        self, image_ids: Sequence[int], chunk: int = 1000, images_per_job: int | None = None
+        self,
+        image_ids: Sequence[int],
+        chunk: int = 1000,
+        images_per_job: int | None = None,
+        behind: int = 0,
     ) -> None:
-        """Enqueue the images as jobs of a few ids each (`job_batches`), in bulk."""
+        """Enqueue the images as jobs of a few ids each (`job_batches`), in bulk, taking
+        turns with the work waiting (`fairness`); `behind`: images the same API key still
+        has waiting or in work, which this work queues behind."""
         jobs = job_batches(image_ids, images_per_job or self.images_per_job)
+        front, _ = self._tags()
+        tags = fairness.job_tags(front + behind, jobs)
         for start in range(0, len(jobs), chunk):
-            messages = [
-                self.huey.serialize_task(self._task.s(job)) for job in jobs[start : start + chunk]
-            ]
-            _bulk_enqueue(self.huey.storage, messages)
+            part = jobs[start : start + chunk]
+            messages = [self.huey.serialize_task(self._task.s(job)) for job in part]
+            priorities = [fairness.priority(t) for t in tags[start : start + chunk]]
+            _bulk_enqueue(self.huey.storage, messages, priorities)
+
+    def adopt_legacy(self) -> int:
+        """Redis: move jobs an older release pushed to the old list into the queue (0 elsewhere)."""
+        adopt = getattr(self.huey.storage, "adopt_legacy", None)
+        if adopt is None:
+            return 0
+        front, _ = self._tags()
+        return int(adopt(fairness.priority(front)))
 
     def depth(self) -> int:
         """Jobs waiting in the queue."""
