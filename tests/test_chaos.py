@@ -96,7 +96,9 @@ def csv_body(server: ImageServer, tag: str) -> bytes:
     lines = ["S. No.,Product Name,Input Image Urls"]
     for row in range(ROWS):
         urls = [
-            server.url(f"/slow?seconds={SLOW}&file=small{(2 * row + k) % 10}.jpg&{tag}={k}")
+            # distinct URLs: each image is downloaded and stored on its own (issue 16 shares
+            # one download among the positions of a repeated URL)
+            server.url(f"/slow?seconds={SLOW}&file=small{(2 * row + k) % 10}.jpg&{tag}={row}-{k}")
             for k in range(2)
         ]
         lines.append(f'{row + 1},Product {row + 1},"{",".join(urls)}"')

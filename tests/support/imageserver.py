@@ -109,10 +109,19 @@ class _Handler(BaseHTTPRequestHandler):
             ReceivedRequest(self.command, self.path, {k: v for k, v in self.headers.items()}, body)
         )
         owner._enter()
+        self._in_flight = True
         try:
             self._route()
         finally:
-            owner._leave()
+            self._done()
+
+    def _done(self) -> None:
+        """Leave `in_flight` once, as the answer's body starts out: a client may start its
+        next request as soon as it has the last byte, maybe before this thread runs again,
+        and that must not count as two requests at once."""
+        if getattr(self, "_in_flight", False):
+            self._in_flight = False
+            self.server.owner._leave()
 
     def _route(self) -> None:
         url = urlsplit(self.path)
@@ -146,6 +155,7 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
+        self._done()
         if self.command != "HEAD" and not no_body:
             self.wfile.write(body)
 
