@@ -67,8 +67,11 @@ def test_status_and_webhook_report_images_and_savings(
         [image_server.url("/photo0.jpg"), image_server.url("/missing.jpg")],
         [image_server.url("/alpha.png")],
     ]
-    with Receiver(secret=SECRET) as hook:
-        rid = submit(svc, products, webhook_url=hook.url)
+    with Receiver() as hook:
+        status, answer = svc.upload(csv_bytes(products), webhook_url=hook.url)
+        assert status == 202, answer
+        rid, secret = answer["request_id"], answer["webhook_secret"]
+        hook.trust(secret)
         doc = svc.wait_final(rid)
         (received,) = hook.wait_for(1)
     assert doc["status"] == "completed_with_errors"
@@ -118,7 +121,8 @@ def test_status_and_webhook_report_images_and_savings(
     }
     assert doc["savings"]["saved_percent"] > 20
 
-    event: dict[str, Any] = Webhook(SECRET).verify(received.body, received.headers)
+    assert received.verified
+    event: dict[str, Any] = Webhook(secret).verify(received.body, received.headers)
     assert event["data"]["savings"] == doc["savings"]
 
 

@@ -125,6 +125,8 @@ def add_request(
                 quality=50,
                 output_format="keep",
                 webhook_url=webhook_url,
+                # as an open-mode upload with a webhook_url gets: its own signing secret
+                webhook_secret=SECRET if webhook_url else None,
                 product_count=1,
                 image_count=len(states),
                 created_at=now,
@@ -599,12 +601,14 @@ def test_private_address_refused_at_send_time(make_ctx: Callable[..., Context]) 
 def test_unsigned_without_secret_warns_once(
     make_ctx: Callable[..., Context], caplog: pytest.LogCaptureFixture
 ) -> None:
-    ctx = make_ctx(webhook_secret=None)
     stop = threading.Event()
     caplog.set_level(logging.INFO)
     with Receiver() as hook:
-        finished(ctx, hook.url)
-        finished(ctx, hook.url)
+        # Without IMGBATCH_WEBHOOK_SECRET the operator's receiver gets unsigned events
+        # (an upload's own webhook_url is always signed, with its uploader's secret).
+        ctx = make_ctx(webhook_secret=None, webhook_url=hook.url)
+        finished(ctx, None)
+        finished(ctx, None)
         loop = threading.Thread(target=webhooks.run_delivery_loop, args=(ctx, stop))
         loop.start()
         try:
@@ -659,7 +663,12 @@ def test_status_document_and_summary(make_ctx: Callable[..., Context]) -> None:
             request = session.get(Request, request_id)
         assert request is not None
         waiting = status_document(ctx, request)["webhook"]
-        assert waiting == {"url": hook.url + "?…", "status": "waiting", "attempts": 0}
+        assert waiting == {
+            "url": hook.url + "?…",
+            "receiver": "upload",
+            "status": "waiting",
+            "attempts": 0,
+        }
         with ctx.db.session() as session:
             session.execute(update(Image).values(status="done"))
         finalize(ctx, request_id)
@@ -669,7 +678,12 @@ def test_status_document_and_summary(make_ctx: Callable[..., Context]) -> None:
             request = session.get(Request, request_id)
         assert request is not None
         doc = status_document(ctx, request)
-        assert doc["webhook"] == {"url": hook.url + "?…", "status": "delivered", "attempts": 1}
+        assert doc["webhook"] == {
+            "url": hook.url + "?…",
+            "receiver": "upload",
+            "status": "delivered",
+            "attempts": 1,
+        }
         (listed,) = webhooks.list_deliveries(ctx, request_id)
         assert "s3cret" not in str(listed)
         assert listed["status"] == "delivered" and listed["last_status_code"] == 200
@@ -765,3 +779,24 @@ def test_many_sender_processes_never_send_an_attempt_twice(db_url: str, tmp_path
         assert delivery is not None
         assert (delivery.status, delivery.attempts) == ("delivered", 1)
     close_ctx(ctx)
+
+
+def test_receivers_and_their_pauses_are_pure_rules() -> None:
+    from imgbatch.webhooks.rules import (
+        Outcome,
+        counts_against_receiver,
+        receiver_of,
+        receiver_pause,
+    )
+
+    assert receiver_of("https://Hooks.Example/a?x=1") == "https://hooks.example:443"
+    assert receiver_of("http://127.0.0.1:8080/h") == "http://127.0.0.1:8080"
+    assert [receiver_pause(n) for n in (1, 2)] == [None, None]
+    assert [receiver_pause(n) for n in (3, 4, 5, 20)] == [30, 60, 120, 3600]
+    assert receiver_pause(3, retry_after=600) == 600
+    assert counts_against_receiver(Outcome(False, None, "timeout: ..."))
+    assert counts_against_receiver(Outcome(False, 503, "HTTP 503"))
+    assert counts_against_receiver(Outcome(False, 429, "HTTP 429"))
+    assert not counts_against_receiver(Outcome(False, 400, "HTTP 400"))  # it answers
+    assert not counts_against_receiver(Outcome(True, 200))
+    assert not counts_against_receiver(Outcome(False, None, "blocked_address", permanent=True))

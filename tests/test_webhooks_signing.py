@@ -88,3 +88,17 @@ def test_raw_base64_secret_without_prefix_also_works() -> None:
     raw = SECRET.removeprefix("whsec_")
     headers = webhook_headers("msg_1", BODY, int(time.time()), Signer(raw))
     assert Webhook(SECRET).verify(BODY, headers)
+
+
+def test_a_rotation_signs_with_both_secrets_and_either_verifies() -> None:
+    from standardwebhooks.webhooks import Webhook
+
+    from imgbatch.webhooks import new_secret
+
+    old, new = new_secret(), new_secret()
+    assert old != new and old.startswith("whsec_")
+    body = b'{"type":"request.completed"}'
+    headers = webhook_headers("msg_1", body, int(time.time()), Signer(new, old))
+    assert len(headers["webhook-signature"].split(" ")) == 2
+    for secret in (new, old):
+        Webhook(secret).verify(body, headers)

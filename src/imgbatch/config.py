@@ -167,6 +167,9 @@ class Settings(BaseSettings):
     )
     webhook_secret: str | None = None
     webhook_timeout: float = 10.0
+    # Attempts in flight per worker process (threads waiting on receivers, cheap): enough
+    # that receivers which hang cannot hold them all (webhooks.receivers).
+    webhook_senders: int = Field(default=64, ge=1, le=1024)
     webhook_schedule: Annotated[list[float], NoDecode] = Field(
         default_factory=lambda: [5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0]
     )

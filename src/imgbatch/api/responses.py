@@ -123,6 +123,18 @@ class UploadAccepted(BaseModel):
     status_url: str
     products: int
     images: int
+    # Without API keys, with a webhook_url: the secret that signs this upload's events,
+    # shown here only (with keys, the key's secret at /api/webhook-secret signs them).
+    webhook_secret: str | None = None
+
+
+class WebhookSecretOut(BaseModel):
+    """The key's webhook signing secret (`whsec_…`, Standard Webhooks)."""
+
+    secret: str
+    created_at: str
+    rotated_at: str | None
+    previous_valid_until: str | None
 
 
 _MEANINGS = {

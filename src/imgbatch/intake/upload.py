@@ -29,6 +29,7 @@ from imgbatch.ledger import (
     owner_backlog,
 )
 from imgbatch.ledger.statuses import PENDING
+from imgbatch.webhooks import key_secret, new_secret
 
 from .idempotency import UploadKey, replayed_body, upload_hash
 
@@ -236,6 +237,11 @@ def accept_upload(
     # A URL named at several positions is fetched once: the later ones follow the first.
     images = sum(len(p.urls) for p in products)
     body = accepted_body(request_id, len(products), images)
+    if webhook_url is not None:  # its events are signed with the uploader's secret
+        if owner is None:  # open mode: one for this upload, shown once, in this answer
+            options["webhook_secret"] = body["webhook_secret"] = new_secret()
+        else:  # the key's, read and rotated at /api/webhook-secret
+            key_secret(ctx.db, owner)
     if idempotency is not None:
         options["idempotency"] = IdempotencyRecord(
             idempotency.scope, idempotency.key, body_hash, json.dumps(body)

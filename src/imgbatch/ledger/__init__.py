@@ -42,6 +42,8 @@ from .models import (
     Request,
     WebhookAttempt,
     WebhookDelivery,
+    WebhookReceiver,
+    WebhookSecret,
 )
 from .operations import (
     AUTO,
@@ -117,6 +119,8 @@ __all__ = [
     "StoredKey",
     "WebhookAttempt",
     "WebhookDelivery",
+    "WebhookReceiver",
+    "WebhookSecret",
     "abandon_request",
     "add_products",
     "backoff_delay",

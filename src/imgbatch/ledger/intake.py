@@ -56,9 +56,11 @@ def _request_row(
     product_count: int,
     image_count: int,
     filename: str | None = None,
+    webhook_secret: str | None = None,
 ) -> Request:
     auto = quality == AUTO
     return Request(
+        webhook_secret=webhook_secret,
         id=request_id,
         status=status,
         enqueued=False,  # until the upload's jobs are in the queue
@@ -152,6 +154,7 @@ def create_request(
     url_keys: Sequence[str] | None = None,
     filename: str | None = None,
     idempotency: IdempotencyRecord | None = None,
+    webhook_secret: str | None = None,
 ) -> list[int]:
     """Write a request with its products and images in one transaction; return the ids to process.
 
@@ -177,6 +180,7 @@ def create_request(
                 max_width=max_width,
                 max_height=max_height,
                 filename=filename,
+                webhook_secret=webhook_secret,
                 product_count=len(products),
                 image_count=sum(len(p.urls) for p in products),
             )

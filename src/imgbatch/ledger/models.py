@@ -74,6 +74,9 @@ class Request(Base):
     max_width: Mapped[int | None] = mapped_column(Integer)  # the box to fit inside, if any
     max_height: Mapped[int | None] = mapped_column(Integer)
     webhook_url: Mapped[str | None] = mapped_column(Text)
+    # Open mode: the secret that signs this upload's own webhook_url (returned once, in the
+    # upload's 202). With API keys the key's secret signs it (`WebhookSecret`).
+    webhook_secret: Mapped[str | None] = mapped_column(Text)
     product_count: Mapped[int] = mapped_column(Integer, default=0)
     image_count: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -214,14 +217,46 @@ class WebhookDelivery(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The receiver (`scheme://host:port` of `url`): its pause and its share of the senders.
+    receiver: Mapped[str | None] = mapped_column(String(300))
 
     __table_args__ = (
+        Index("ix_webhook_deliveries_receiver", "receiver", "status"),
         # One event per finalization: a retried request finalizes again in a new run.
         UniqueConstraint(
             "request_id", "event_type", "run", name="uq_webhook_deliveries_request_event_run"
         ),
         Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
     )
+
+
+class WebhookSecret(Base):
+    """The secret that signs deliveries to the webhook URLs one API key uploads with.
+
+    Rotation keeps the previous secret valid until `previous_until`: meanwhile every
+    delivery carries a signature with each (Standard Webhooks allows several).
+    """
+
+    __tablename__ = "webhook_secrets"
+
+    owner: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the key
+    secret: Mapped[str] = mapped_column(Text)
+    previous_secret: Mapped[str | None] = mapped_column(Text)
+    previous_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class WebhookReceiver(Base):
+    """A receiver (`scheme://host:port`) that keeps failing: paused as a whole, for everyone."""
+
+    __tablename__ = "webhook_receivers"
+
+    origin: Mapped[str] = mapped_column(String(300), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)  # in a row, since a success
+    paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class IdempotencyKey(Base):

@@ -1,8 +1,10 @@
 """Signed, retried, recorded webhooks to the operator's and the uploaders' receivers.
 
-Holds: `rules` (pure: event bodies, outcomes, the retry schedule), `signing` (pure: Standard
-Webhooks signatures), `reads` (read models and redelivery) and `deliveries` (delivery rows and
-the sending loop every worker runs).
+Holds: `rules` (pure: event bodies, outcomes, the retry schedule, receiver pauses), `signing`
+(pure: Standard Webhooks signatures), `receiver_secrets` (which secret signs a delivery: the
+operator's, an API key's, an open upload's), `receivers` (receivers paused as a whole),
+`reads` (read models and redelivery) and `deliveries` (delivery rows and the sending loop
+every worker runs).
 May import: the ledger, `imgbatch.metrics`, `imgbatch.context`, the pure core. Never the jobs,
 reports, intake or the ways in.
 """
@@ -18,6 +20,7 @@ from .deliveries import (
     run_delivery_loop,
 )
 from .reads import list_deliveries, redeliver, webhook_summary
+from .receiver_secrets import KeySecret, key_secret, rotate_key_secret
 from .rules import (
     Outcome,
     completion_event,
@@ -26,24 +29,28 @@ from .rules import (
     parse_retry_after,
     retry_delay,
 )
-from .signing import InvalidSecret, Signer, signer_for, webhook_headers
+from .signing import InvalidSecret, Signer, new_secret, signer_for, webhook_headers
 
 __all__ = [
     "InvalidSecret",
+    "KeySecret",
     "Outcome",
     "Signer",
     "claim_due",
     "completion_event",
     "create_completion_delivery",
     "deliver_due",
+    "key_secret",
     "list_deliveries",
     "new_event_id",
+    "new_secret",
     "outcome_from_error",
     "outcome_from_response",
     "parse_retry_after",
     "record_outcome",
     "redeliver",
     "retry_delay",
+    "rotate_key_secret",
     "run_delivery_loop",
     "signer_for",
     "webhook_headers",

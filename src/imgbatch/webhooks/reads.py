@@ -27,6 +27,22 @@ def display_url(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "…" if parts.query else "", ""))
 
 
+OPERATOR, UPLOAD = "operator", "upload"  # whose receiver a delivery goes to
+
+
+def _public_url(url: str, receiver: str) -> str | None:
+    """The operator's receiver is an internal service: its URL is not the uploader's to see."""
+    return display_url(url) if receiver == UPLOAD else None
+
+
+def _public_error(error: str | None, receiver: str) -> str | None:
+    """For the operator's receiver only the kind of failure (`timeout`, `HTTP 503`): the
+    details name its host, addresses or redirect targets."""
+    if error is None or receiver == UPLOAD:
+        return error
+    return error.split(":", 1)[0]
+
+
 def _completion_delivery(session: Session, request: Request) -> WebhookDelivery | None:
     """The completion event of the request's current run (a retry starts a new run)."""
     return session.execute(
@@ -46,30 +62,40 @@ def webhook_summary(
     Before the request is final there is no event yet: the status is `waiting` (also
     while a retried request runs again: its earlier events are in the deliveries list).
     """
+    receiver = UPLOAD if request.webhook_url else OPERATOR
     delivery = _completion_delivery(session, request)
     if delivery is not None:
         return {
-            "url": display_url(delivery.url),
+            "url": _public_url(delivery.url, receiver),
+            "receiver": receiver,
             "status": delivery.status,
             "attempts": delivery.attempts,
         }
     url = request.webhook_url or default_url
     if not url or request.status in st.FINAL:
         return None  # finished before a webhook URL was configured: nothing was sent
-    return {"url": display_url(url), "status": "waiting", "attempts": 0}
+    return {
+        "url": _public_url(url, receiver),
+        "receiver": receiver,
+        "status": "waiting",
+        "attempts": 0,
+    }
 
 
-def _describe(delivery: WebhookDelivery, attempts: list[WebhookAttempt]) -> dict[str, Any]:
+def _describe(
+    delivery: WebhookDelivery, attempts: list[WebhookAttempt], receiver: str
+) -> dict[str, Any]:
     return {
         "event_id": delivery.event_id,
         "event_type": delivery.event_type,
         "run": delivery.run,
-        "url": display_url(delivery.url),
+        "url": _public_url(delivery.url, receiver),
+        "receiver": receiver,
         "status": delivery.status,
         "attempts": delivery.attempts,
         "next_attempt_at": isoformat(delivery.next_attempt_at),
         "last_status_code": delivery.last_status_code,
-        "last_error": delivery.last_error,
+        "last_error": _public_error(delivery.last_error, receiver),
         "created_at": isoformat(delivery.created_at),
         "updated_at": isoformat(delivery.updated_at),
         "delivered_at": isoformat(delivery.delivered_at),
@@ -77,7 +103,7 @@ def _describe(delivery: WebhookDelivery, attempts: list[WebhookAttempt]) -> dict
             {
                 "attempted_at": isoformat(a.attempted_at),
                 "status_code": a.status_code,
-                "error": a.error,
+                "error": _public_error(a.error, receiver),
                 "duration_ms": a.duration_ms,
             }
             for a in attempts
@@ -104,7 +130,11 @@ def list_deliveries(ctx: Context, request_id: str) -> list[dict[str, Any]]:
             ).scalars()
             for row in rows:
                 attempts[row.delivery_id].append(row)
-        return [_describe(d, attempts[d.id]) for d in deliveries]
+        own_url = session.execute(
+            select(Request.webhook_url).where(Request.id == request_id)
+        ).scalar()
+        receiver = UPLOAD if own_url else OPERATOR
+        return [_describe(d, attempts[d.id], receiver) for d in deliveries]
 
 
 def redeliver(ctx: Context, request_id: str) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from imgbatch.ledger.clock import isoformat
 
@@ -127,3 +128,47 @@ def retry_delay(
     step = schedule[attempts - 1]
     factor = 1 + JITTER * (2 * (rng or random).random() - 1)
     return max(0.0, step * factor)
+
+
+# --- receivers ----------------------------------------------------------------------------
+
+# A receiver that failed this many attempts in a row (no answer in time, refused
+# connections, 5xx, 429) is paused as a whole: none of its deliveries is attempted
+# until the pause ends, then one attempt decides (a success ends it, a failure doubles it).
+PAUSE_AFTER = 3
+FIRST_PAUSE = 30.0
+LONGEST_PAUSE = 3600.0
+SENDS_PER_RECEIVER = 2  # attempts in flight to one receiver, per worker process
+
+
+def receiver_of(url: str) -> str:
+    """The receiver a URL names: `scheme://host:port`, what its pause and share apply to."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or (443 if scheme == "https" else 80)
+    except ValueError:
+        port = 0
+    return f"{scheme}://{(parts.hostname or '').lower()}:{port}"[:300]
+
+
+def counts_against_receiver(outcome: Outcome) -> bool:
+    """Whether an attempt's outcome says the receiver is unwell (not the event's fault)."""
+    if outcome.delivered:
+        return False
+    if outcome.status_code is None:  # timeout, refused, reset: no answer at all
+        return not outcome.permanent
+    return outcome.status_code == 429 or outcome.status_code >= 500
+
+
+def receiver_pause(failures: int, retry_after: float | None = None) -> float | None:
+    """Seconds to pause a receiver after `failures` failed attempts in a row (None: not yet).
+
+    30 s after the third, then doubling up to an hour; a `Retry-After` lengthens it.
+    """
+    if failures < PAUSE_AFTER:
+        return None
+    pause = min(FIRST_PAUSE * 2 ** (failures - PAUSE_AFTER), LONGEST_PAUSE)
+    if retry_after is not None:
+        pause = max(pause, min(retry_after, LONGEST_PAUSE))
+    return pause

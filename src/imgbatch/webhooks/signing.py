@@ -10,6 +10,8 @@ its verifier (and every receiver library built on it) accepts.
 
 from __future__ import annotations
 
+import base64
+import secrets
 from datetime import UTC, datetime
 
 from standardwebhooks.webhooks import Webhook
@@ -24,11 +26,13 @@ class InvalidSecret(ValueError):
 
 
 class Signer:
-    """Signs webhook bodies with one secret (`whsec_<base64>`, as Standard Webhooks defines)."""
+    """Signs webhook bodies with one secret (`whsec_<base64>`, as Standard Webhooks defines),
+    or with several during a rotation: one signature each, space-separated, as the
+    specification allows, so a receiver verifying with either secret accepts the event."""
 
-    def __init__(self, secret: str) -> None:
+    def __init__(self, secret: str, *more: str) -> None:
         try:
-            self._webhook = Webhook(secret)
+            self._webhooks = [Webhook(s) for s in (secret, *more)]
         except Exception:  # binascii.Error, EmptyWebhookSecretError, ...
             raise InvalidSecret(
                 "IMGBATCH_WEBHOOK_SECRET must be 'whsec_' followed by base64 key bytes"
@@ -38,9 +42,17 @@ class Signer:
         return "Signer(<secret hidden>)"
 
     def sign(self, msg_id: str, timestamp: int, body: bytes) -> str:
-        """`v1,<base64 signature>` over `msg_id.timestamp.body`."""
+        """`v1,<base64 signature>` over `msg_id.timestamp.body` (one per secret)."""
         moment = datetime.fromtimestamp(timestamp, UTC)
-        return self._webhook.sign(msg_id=msg_id, timestamp=moment, data=body.decode("utf-8"))
+        text = body.decode("utf-8")
+        return " ".join(
+            webhook.sign(msg_id=msg_id, timestamp=moment, data=text) for webhook in self._webhooks
+        )
+
+
+def new_secret() -> str:
+    """A fresh signing secret: `whsec_` and 32 random bytes in base64 (as Svix makes them)."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode("ascii")
 
 
 def signer_for(secret: str | None) -> Signer | None:
